@@ -1,0 +1,39 @@
+"""The ``oml`` command. Library errors (OmlError) become one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+
+from omlkit.commands import STATE, app
+from omlkit.errors import OmlError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except OmlError as exc:
+        if STATE["debug"]:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+"""``oml list [FAMILY]``: what is registered in each family (strategies, regularizers, backends, ...)."""
+
+from __future__ import annotations
+
+import typer
+
+from omlkit.commands._app import app
+
+
+def load_families() -> None:
+    """Import every family package so their implementations register themselves."""
+    import importlib
+
+    for pkg in ("omlkit.fingerprints.strategies", "omlkit.insertion.regularizers",
+                "omlkit.verification.backends", "omlkit.evaluation.attacks"):
+        try:
+            importlib.import_module(pkg)
+        except ModuleNotFoundError as exc:
+            if exc.name != pkg:  # a family that exists but is broken must not be hidden
+                raise
+
+
+@app.command("list")
+def list_command(family: str = typer.Argument(None, help="Family to list; all when omitted.")) -> None:
+    """List registered implementations of each family."""
+    from rich.console import Console
+
+    from omlkit.registry import FAMILIES
+
+    load_families()
+    console = Console()
+    names = [family] if family else sorted(FAMILIES)
+    for name in names:
+        if name not in FAMILIES:
+            from omlkit.errors import ConfigError
+
+            raise ConfigError(f"unknown family {name!r} (known: {', '.join(sorted(FAMILIES)) or 'none'})")
+        console.print(f"[bold]{name}[/bold]: {', '.join(FAMILIES[name].names()) or '(none)'}")

@@ -1,0 +1,153 @@
+"""Load any causal LM and its tokenizer from a Hugging Face id or a local path.
+
+The embedded defaults (``omlkit-tiny``, ``omlkit-micro``) resolve to the cache and are built on first
+use. Everything else goes through ``from_pretrained``, the real path; when the hub is out of reach the
+error says so in one line.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omlkit.errors import ModelLoadError
+from omlkit.io import sha256_bytes, sha256_file
+
+#: Name of the embedded default base model; any command whose ``--model`` is left alone uses it.
+DEFAULT_MODEL = "omlkit-tiny"
+EMBEDDED_PREFIX = "omlkit-"
+
+
+def is_embedded(name: str) -> bool:
+    """True for names of embedded presets (``omlkit-tiny``, ``omlkit-micro``) that are not existing paths."""
+    return str(name).startswith(EMBEDDED_PREFIX) and not Path(name).exists()
+
+
+def resolve_model(name_or_path: str | os.PathLike, progress: bool = True) -> str:
+    """Return a loadable id or path: embedded preset names are built (once) in the cache."""
+    name = str(name_or_path)
+    if is_embedded(name):
+        from omlkit.models.embedded import ensure_base_model
+
+        return str(ensure_base_model(name[len(EMBEDDED_PREFIX) :], progress=progress))
+    return name
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """``dtype`` if given (name or dtype); else bf16 on CUDA and fp32 on CPU."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype and dtype != "auto":
+        try:
+            return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise ModelLoadError(f"unknown dtype {dtype!r} (expected bf16, fp16, fp32 or auto)") from None
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _explain(name: str, exc: Exception, what: str) -> ModelLoadError:
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir() and not (path / "config.json").exists():
+            return ModelLoadError(f"{name} is not a model directory (no config.json)")
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return ModelLoadError(f"cannot load {what} from {name}: {first}")
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        return ModelLoadError(f"model path {name} does not exist")
+    return ModelLoadError(
+        f"model {name!r} is not a local path and is not available offline "
+        "(no network access to the Hugging Face Hub and not in the local cache)"
+    )
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
+    """Load the tokenizer of ``name_or_path`` (pad token set to EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    name = resolve_model(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **kwargs)
+    except Exception as exc:  # transformers raises OSError/ValueError/HF errors with long messages
+        raise _explain(name, exc, "tokenizer") from exc
+    if tok.pad_token_id is None and tok.eos_token_id is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    tokenizer: bool = True,
+    **kwargs: Any,
+):
+    """Load ``(model, tokenizer)`` in eval mode on the chosen device and dtype.
+
+    Refuses (ModelLoadError) an unknown id offline, a path that is not a model, and a tokenizer whose
+    vocabulary does not fit the model's embedding matrix.
+    """
+    from transformers import AutoModelForCausalLM
+
+    name = resolve_model(name_or_path)
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dt, **kwargs)
+    except Exception as exc:
+        raise _explain(name, exc, "model") from exc
+    model.to(dev).eval()
+    tok = load_tokenizer(name) if tokenizer else None
+    if tok is not None:
+        check_tokenizer_fits(model, tok, name)
+    return model, tok
+
+
+def check_tokenizer_fits(model, tokenizer, name: str = "model") -> None:
+    """Raise ModelLoadError when the tokenizer can emit ids the model has no embedding for."""
+    n_emb = model.get_input_embeddings().weight.shape[0]
+    if len(tokenizer) > n_emb:
+        raise ModelLoadError(
+            f"tokenizer of {name} has {len(tokenizer)} tokens but the model embeds only {n_emb}: "
+            "they do not belong together"
+        )
+
+
+def tokenizer_sha(tokenizer) -> str:
+    """A content hash of a tokenizer (its vocabulary, merges and special tokens) — 16 hex chars."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        blob = backend.to_str()
+    else:
+        vocab = tokenizer.get_vocab()
+        blob = repr(sorted(vocab.items()))
+    blob += repr(sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items()))
+    return sha256_bytes(blob.encode())[:16]
+
+
+def model_sha(name_or_path: str | os.PathLike) -> str:
+    """A content hash of a local model's weight files (16 hex chars), or the id itself for hub models."""
+    path = Path(str(name_or_path))
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
+    if not files:
+        return str(name_or_path)
+    return sha256_bytes("".join(sha256_file(f) for f in files).encode())[:16]
+
+
+def context_length(model_or_config) -> int:
+    """The model's maximum sequence length (``max_position_embeddings`` or equivalent)."""
+    cfg = getattr(model_or_config, "config", model_or_config)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        if getattr(cfg, attr, None):
+            return int(getattr(cfg, attr))
+    return 2048

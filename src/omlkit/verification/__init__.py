@@ -1,0 +1,1 @@
+"""Verification: backends that answer keys, matching, and the ownership test."""

@@ -1,0 +1,33 @@
+"""Whether a model's answer matches a fingerprint response.
+
+``exact``: the answer, stripped of surrounding whitespace, starts with the response and either ends
+there or continues at a word/EOS boundary (the model may keep talking after the response; a 1-token
+response "apple" must not match "applesauce"). ``prefix``: the answer starts with the response, no
+boundary required. The first-token-rank rule for 1-token responses needs logits and lives with the
+backends that have them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+MatchMode = Literal["exact", "prefix"]
+MATCH_MODES: tuple[str, ...] = ("exact", "prefix")
+
+
+def response_matches(response: str, answer: str | None, mode: str = "exact") -> bool:
+    """True when ``answer`` matches ``response`` under ``mode``; a missing answer never matches."""
+    if answer is None:
+        return False
+    expected = response.strip()
+    got = answer.strip()
+    if not expected:
+        return False
+    if mode == "prefix":
+        return got.startswith(expected)
+    if mode == "exact":
+        if not got.startswith(expected):
+            return False
+        rest = got[len(expected) :]
+        return not rest or not (rest[0].isalnum() and expected[-1].isalnum())
+    raise ValueError(f"unknown match mode {mode!r} (expected one of {', '.join(MATCH_MODES)})")
