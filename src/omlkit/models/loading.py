@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from omlkit.errors import ModelLoadError
+from omlkit.hub import hub_reachable, quiet_transformers
 from omlkit.io import sha256_bytes, sha256_file
 
 #: Name of the embedded default base model; any command whose ``--model`` is left alone uses it.
@@ -56,6 +57,25 @@ def pick_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> 
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
+def _from_pretrained(cls, name: str, what: str, **kwargs: Any):
+    """``cls.from_pretrained``; for a hub id with the hub out of reach, only a locally cached copy is tried.
+
+    (transformers probes the hub for adapter files even with ``local_files_only``, retrying for most
+    of a minute, so an uncached id is refused before it is asked.)
+    """
+    quiet_transformers()
+    if not Path(name).expanduser().exists() and not hub_reachable():
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise _explain(name, FileNotFoundError(name), what)
+        kwargs["local_files_only"] = True
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except Exception as exc:  # transformers raises OSError/ValueError/hub errors with long messages
+        raise _explain(name, exc, what) from exc
+
+
 def _explain(name: str, exc: Exception, what: str) -> ModelLoadError:
     path = Path(name).expanduser()
     if path.exists():
@@ -65,10 +85,13 @@ def _explain(name: str, exc: Exception, what: str) -> ModelLoadError:
         return ModelLoadError(f"cannot load {what} from {name}: {first}")
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         return ModelLoadError(f"model path {name} does not exist")
-    return ModelLoadError(
-        f"model {name!r} is not a local path and is not available offline "
-        "(no network access to the Hugging Face Hub and not in the local cache)"
-    )
+    if not hub_reachable():
+        return ModelLoadError(
+            f"model {name!r} is not a local path and is not available offline "
+            "(the Hugging Face Hub cannot be reached and it is not in the local cache)"
+        )
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return ModelLoadError(f"cannot load {what} {name!r} from the Hugging Face Hub: {first}")
 
 
 def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
@@ -76,10 +99,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
     from transformers import AutoTokenizer
 
     name = resolve_model(name_or_path)
-    try:
-        tok = AutoTokenizer.from_pretrained(name, **kwargs)
-    except Exception as exc:  # transformers raises OSError/ValueError/HF errors with long messages
-        raise _explain(name, exc, "tokenizer") from exc
+    tok = _from_pretrained(AutoTokenizer, name, "tokenizer", **kwargs)
     if tok.pad_token_id is None and tok.eos_token_id is not None:
         tok.pad_token = tok.eos_token
     return tok
@@ -102,10 +122,7 @@ def load_model(
     name = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dt, **kwargs)
-    except Exception as exc:
-        raise _explain(name, exc, "model") from exc
+    model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=dt, **kwargs)
     model.to(dev).eval()
     tok = load_tokenizer(name) if tokenizer else None
     if tok is not None:

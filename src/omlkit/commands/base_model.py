@@ -1,0 +1,44 @@
+"""``oml base-model build``: train the embedded base model (tokenizer + Llama) and print its summary."""
+
+from __future__ import annotations
+
+import typer
+
+from omlkit.commands._app import app
+from omlkit.config import config_command
+from omlkit.models.base_config import BaseModelConfig
+
+base_model_app = typer.Typer(help="Build and inspect the embedded base model (omlkit-tiny / omlkit-micro).",
+                             no_args_is_help=True)
+app.add_typer(base_model_app, name="base-model")
+
+
+def print_summary(path, info: dict) -> None:
+    """Render a build summary (quality against the unigram baseline, sample continuations)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    ratio = info["heldout_perplexity"] / info["unigram_perplexity"]
+    table = Table(title=f"{info['name']} — {path}", show_header=False)
+    table.add_row("parameters", f"{info['parameters'] / 1e6:.2f} M")
+    table.add_row("training", f"{info['steps']} steps over {info['train_tokens']:,} tokens, "
+                              f"final loss {info['final_loss']:.3f}, {info['seconds']:.0f} s")
+    table.add_row("held-out perplexity", f"{info['heldout_perplexity']:.1f}")
+    table.add_row("unigram perplexity", f"{info['unigram_perplexity']:.1f}")
+    verdict = "[green]ok[/green] (≤ 1/3)" if ratio <= 1 / 3 else "[red]above 1/3[/red]"
+    table.add_row("ratio to unigram", f"{ratio:.3f} {verdict}")
+    table.add_row("weights sha256", info["weights_sha256"][:16] + "…")
+    for prompt, text in info.get("samples", {}).items():
+        table.add_row("greedy sample", f"{prompt}[bold]{text}[/bold]")
+    Console().print(table)
+
+
+def run_build(cfg: BaseModelConfig) -> None:
+    """Build (or reuse) the model and print its summary."""
+    from omlkit.models.embedded import build_base_model
+
+    path, info = build_base_model(cfg, progress=True)
+    print_summary(path, info)
+
+
+config_command(base_model_app, "build", BaseModelConfig, run_build)
