@@ -1,0 +1,94 @@
+"""``oml generate`` (config-driven: every GenerateConfig field is a flag) and ``oml inspect FILE``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from omlkit.commands._app import app
+from omlkit.config import config_command
+from omlkit.fingerprints.config import GenerateConfig
+
+
+def _generate(cfg: GenerateConfig) -> None:
+    from omlkit.fingerprints.generate import run_generate
+
+    path = run_generate(cfg)
+    typer.echo(
+        f"wrote {cfg.n} fingerprints ({cfg.key_strategy} keys, {cfg.response_strategy} responses) "
+        f"to {path} (mode 0600; keep it secret)"
+    )
+
+
+config_command(
+    app,
+    "generate",
+    GenerateConfig,
+    _generate,
+    help="Generate a secret fingerprint set (keys and responses from independently chosen strategies).",
+)
+
+
+def _add_alias(command: str, field: str, alias: str) -> None:
+    """Give ``field``'s option of ``command`` a short alias (config_command only makes ``--field``)."""
+    for info in app.registered_commands:
+        if info.name == command:
+            option = info.callback.__signature__.parameters[field].default
+            option.param_decls = (*option.param_decls, alias)
+
+
+_add_alias("generate", "n", "-n")
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
+    return str(value)
+
+
+@app.command("inspect")
+def inspect_command(
+    file: Path = typer.Argument(..., help="Fingerprint file to summarise."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        help="Base model for token lengths and perplexity (default: the model recorded in the file).",
+    ),
+    perplexity: bool = typer.Option(
+        True, "--perplexity/--no-perplexity", help="Compare the keys' perplexity with the held-out corpus's."
+    ),
+    heldout: int = typer.Option(200, "--heldout", min=1, help="Held-out corpus paragraphs to score."),
+    reveal: bool = typer.Option(False, "--reveal", help="Also print every key and response (secret!)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    device: str = typer.Option(None, "--device", help="torch device (default: cuda when available)."),
+) -> None:
+    """Summarise a fingerprint set; keys and responses stay hidden unless --reveal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from omlkit.fingerprints.inspect import inspect_file
+
+    fp_set, summary = inspect_file(
+        str(file), model_name=model, perplexity=perplexity, heldout_max=heldout, device=device
+    )
+    if reveal:
+        summary["fingerprints"] = [fp.model_dump(mode="json") for fp in fp_set.fingerprints]
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"{file}", show_header=False)
+    for name, value in summary.items():
+        if name != "fingerprints":
+            table.add_row(name, _fmt(value))
+    console.print(table)
+    if reveal:
+        shown = Table("id", "key", "response", "response_prob", title="fingerprints (secret)")
+        for fp in fp_set.fingerprints:
+            prob = "" if fp.response_prob is None else f"{fp.response_prob:.3g}"
+            shown.add_row(str(fp.id), repr(fp.key), repr(fp.response), prob)
+        console.print(shown)

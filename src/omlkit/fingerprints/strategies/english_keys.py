@@ -1,0 +1,156 @@
+"""English keys: a generator LM writes a sentence starting with a drawn word (temperature 0.5, batched).
+
+The generator is prompted with "Generate a sentence starting with the word {word}" — through its chat
+template when it has one, raw otherwise — and its answer is prefilled with the word, so every key
+starts with it even when the generator follows instructions poorly. The continuation is sampled in
+left-padded batches; the key is its first ``key_length`` tokens of the *target* tokenizer.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from omlkit.errors import ConfigError
+from omlkit.fingerprints.strategies.base import (
+    KEY_STRATEGIES,
+    GenerationContext,
+    Key,
+    KeyStrategy,
+    normalize_text,
+)
+from omlkit.models.loading import context_length, tokenizer_sha
+from omlkit.models.prompts import has_chat_template, prompt_ids
+
+INSTRUCTION = "Generate a sentence starting with the word {word}"
+
+
+def token_budget(ctx: GenerationContext, target_tokens: int) -> int:
+    """Generator tokens to sample so that the text very likely holds ``target_tokens`` target tokens."""
+    _, gen_tok = ctx.generator()
+    if tokenizer_sha(gen_tok) == tokenizer_sha(ctx.tokenizer):
+        return target_tokens + 4
+    return 2 * target_tokens + 8
+
+
+def sentence_prompts(tokenizer, words: Sequence[str], prefills: Sequence[str]) -> list[list[int]]:
+    """Prompt ids per word: the instruction (chat template when present, else raw), then the prefill."""
+    chat = has_chat_template(tokenizer)
+    marker = -1  # stands for the instruction's ids inside the rendered frame
+    frame = prompt_ids(tokenizer, [marker], chat=chat)
+    cut = frame.index(marker)
+    before, after = frame[:cut], frame[cut + 1 :]
+    texts = [INSTRUCTION.format(word=w) for w in words]
+    instructions = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    leads = tokenizer([p if chat else "\n" + p for p in prefills], add_special_tokens=False)["input_ids"]
+    return [[*before, *ins, *after, *lead] for ins, lead in zip(instructions, leads, strict=True)]
+
+
+class TemperatureSampler:
+    """Logits processor that turns greedy decoding into sampling at ``temperature``.
+
+    It draws each row's token by inverse-CDF sampling from softmax(logits / T) and returns scores whose
+    argmax is that token. Randomness comes from a private, seeded ``torch.Generator`` (reproducible
+    without touching the global RNG), and one uniform per row is far cheaper on CPU than
+    ``torch.multinomial`` or per-token noise.
+    """
+
+    def __init__(self, temperature: float, seed: int) -> None:
+        self.temperature = temperature
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+        if self._generator is None:
+            self._generator = torch.Generator(device=scores.device).manual_seed(self.seed)
+        cum = torch.softmax(scores.float() / self.temperature, dim=-1).cumsum(-1)
+        u = torch.rand((scores.shape[0], 1), generator=self._generator, device=scores.device) * cum[:, -1:]
+        token = torch.searchsorted(cum, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
+
+
+@torch.no_grad()
+def sample_continuations(
+    model, tokenizer, prompts: Sequence[list[int]], max_new_tokens: int, temperature: float | None, seed: int
+) -> list[list[int]]:
+    """New token ids after each prompt: one left-padded ``generate`` call, exactly ``max_new_tokens`` each
+    (EOS is held back). ``temperature=None`` decodes greedily; otherwise samples, seeded by ``seed``."""
+    from transformers import LogitsProcessorList
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+        mask[i, width - len(p) :] = 1
+    processors = LogitsProcessorList([TemperatureSampler(temperature, seed)] if temperature else [])
+    out = model.generate(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=max_new_tokens,
+        pad_token_id=pad,
+        do_sample=False,
+        logits_processor=processors,
+    )
+    return [row[width:].tolist() for row in out.cpu()]
+
+
+def generate_sentences(
+    ctx: GenerationContext,
+    words: Sequence[str],
+    rng: random.Random,
+    max_new_tokens: int,
+    prefills: Sequence[str] | None = None,
+) -> list[str]:
+    """One English text per word: the prefill (default: the word, capitalised) and the generator's sampled
+    continuation, whitespace-normalised. Batched by ``config.batch_size``; deterministic given ``rng``.
+
+    Raises ConfigError when the prompt plus ``max_new_tokens`` exceeds the generator's context.
+    """
+    model, tok = ctx.generator()
+    prefills = list(prefills) if prefills is not None else [w[:1].upper() + w[1:] for w in words]
+    prompts = sentence_prompts(tok, words, prefills)
+    limit = context_length(model)
+    longest = max((len(p) for p in prompts), default=0)
+    if longest + max_new_tokens > limit:
+        raise ConfigError(
+            f"--key-length/--response-length: generating {max_new_tokens} tokens after a "
+            f"{longest}-token prompt exceeds the generator's context of {limit} tokens"
+        )
+    texts: list[str] = []
+    bs = ctx.config.batch_size
+    for start in range(0, len(prompts), bs):
+        batch = prompts[start : start + bs]
+        new = sample_continuations(
+            model, tok, batch, max_new_tokens, ctx.config.temperature, rng.randrange(2**62)
+        )
+        for prefill, ids in zip(prefills[start : start + bs], new, strict=True):
+            lead = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+            texts.append(normalize_text(prefill + lead))
+    return texts
+
+
+@KEY_STRATEGIES.register("english")
+class EnglishKeys(KeyStrategy):
+    """Keys written by the generator LM, each a sentence starting with a word from the word list."""
+
+    def draw(self, n: int, rng: random.Random) -> list[Key]:
+        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts are dropped)."""
+        length = self.ctx.config.key_length
+        words = [rng.choice(self.ctx.words) for _ in range(n)]
+        texts = generate_sentences(self.ctx, words, rng, token_budget(self.ctx, length))
+        keys = []
+        for text in texts:
+            piece = self.ctx.cut(text, length)
+            if piece is not None:
+                keys.append(Key(*piece))
+        return keys
+
+    def params(self) -> dict:
+        """The sampling temperature and the prompt used."""
+        return {"temperature": self.ctx.config.temperature, "prompt": INSTRUCTION}

@@ -1,0 +1,117 @@
+"""Perinucleus responses (arXiv 2502.07760): a plausible but unlikely first token, then greedy.
+
+For each key the base model's next-token distribution is sorted; the nucleus is the smallest prefix
+whose cumulative mass reaches ``t``. The token at that boundary belongs to the nucleus and is skipped;
+the response's first token is drawn uniformly among the next ``k`` word-like tokens (alphabetic text,
+optionally after one leading space). Its probability is then at most ``1 - t``, the null rate the
+ownership test relies on. ``response_length > 1`` continues greedily (EOS held back until the response
+is complete). One batched forward pass serves every key of a batch.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+
+from omlkit.fingerprints.strategies.base import (
+    RESPONSE_STRATEGIES,
+    WORD_LIKE,
+    GenerationContext,
+    Key,
+    Response,
+    ResponseStrategy,
+)
+from omlkit.fingerprints.strategies.english_keys import sample_continuations
+from omlkit.models.prompts import prompt_ids
+
+
+def word_like_mask(tokenizer, size: int) -> torch.Tensor:
+    """Bool mask over ``size`` ids: True where the token decodes to letters (after at most one space)."""
+    n = min(size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(n)], clean_up_tokenization_spaces=False)
+    special = set(tokenizer.all_special_ids)
+    mask = torch.zeros(size, dtype=torch.bool)
+    for i, text in enumerate(texts):
+        mask[i] = i not in special and bool(WORD_LIKE.match(text))
+    return mask
+
+
+def nucleus_edge(sorted_probs: torch.Tensor, t: float) -> torch.Tensor:
+    """Index (in descending order) of the nucleus boundary token: the first whose cumulative mass is >= t."""
+    cum = sorted_probs.cumsum(-1)
+    return (cum < t).sum(-1).clamp(max=sorted_probs.shape[-1] - 1)
+
+
+def perinucleus_candidates(probs: torch.Tensor, word_mask: torch.Tensor, t: float, k: int) -> list[list[int]]:
+    """For each row of next-token ``probs`` [B, V]: the ids of the first ``k`` word-like tokens past the
+    t-nucleus, most likely first (fewer, possibly none, when the vocabulary runs out)."""
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    edge = nucleus_edge(sorted_probs, t)
+    ranks = torch.arange(probs.shape[-1], device=probs.device)
+    eligible = word_mask.to(probs.device)[order] & (ranks[None, :] > edge[:, None])
+    chosen = eligible & (eligible.cumsum(-1) <= k)
+    return [order[b][chosen[b]].tolist() for b in range(probs.shape[0])]
+
+
+@torch.no_grad()
+def next_token_probs(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Next-token distributions [B, V] (float32, CPU) after each key, prompted raw as in verification.
+
+    Right padding: causal attention keeps the real positions' logits identical to unpadded ones.
+    """
+    device = next(model.parameters()).device
+    prefix = prompt_ids(tokenizer, [])  # raw prompt: the key's ids follow the special prefix verbatim
+    seqs = [[*prefix, *k] for k in key_ids]
+    width = max(len(s) for s in seqs)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+    last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
+    rows = logits[torch.arange(len(seqs), device=logits.device), last].float()
+    return torch.softmax(rows, dim=-1).cpu()
+
+
+@RESPONSE_STRATEGIES.register("perinucleus")
+class PerinucleusResponse(ResponseStrategy):
+    """First response token just outside the base model's t-nucleus; greedy continuation after it."""
+
+    def __init__(self, ctx: GenerationContext) -> None:
+        """Precomputes the word-like mask of the target vocabulary."""
+        super().__init__(ctx)
+        size = ctx.model.get_output_embeddings().weight.shape[0]
+        self.word_mask = word_like_mask(ctx.tokenizer, size)
+
+    def respond(self, keys: Sequence[Key], rng: random.Random) -> list[Response | None]:
+        """One response per key (None where no word-like token lies past the nucleus), batched."""
+        cfg, ctx = self.ctx.config, self.ctx
+        firsts: list[int | None] = []
+        for start in range(0, len(keys), cfg.batch_size):
+            batch = keys[start : start + cfg.batch_size]
+            probs = next_token_probs(ctx.model, ctx.tokenizer, [k.ids for k in batch])
+            for cands in perinucleus_candidates(probs, self.word_mask, cfg.t, cfg.k):
+                firsts.append(rng.choice(cands) if cands else None)
+        tails: dict[int, list[int]] = {}
+        extra = cfg.response_length - 1
+        todo = [i for i, f in enumerate(firsts) if f is not None]
+        prefix = prompt_ids(ctx.tokenizer, [])
+        if extra > 0:
+            for start in range(0, len(todo), cfg.batch_size):
+                idx = todo[start : start + cfg.batch_size]
+                prompts = [[*prefix, *keys[i].ids, firsts[i]] for i in idx]
+                conts = sample_continuations(ctx.model, ctx.tokenizer, prompts, extra, None, 0)
+                tails.update(zip(idx, conts, strict=True))
+        out: list[Response | None] = []
+        for i, first in enumerate(firsts):
+            if first is None:
+                out.append(None)
+                continue
+            ids = [first, *tails.get(i, [])]
+            text = ctx.exact_text(ids)
+            out.append(Response(text, ids) if text is not None else None)
+        return out

@@ -1,0 +1,122 @@
+"""Every registered key and response strategy, on the micro model: count, token lengths, determinism by
+seed, and the tokenizer round-trip property. Parametrized over the registries, so a new strategy is
+tested the moment it registers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from omlkit.config import build_config
+from omlkit.fingerprints.config import GenerateConfig
+from omlkit.fingerprints.generate import generate_fingerprints
+from omlkit.fingerprints.strategies import KEY_STRATEGIES, RESPONSE_STRATEGIES
+
+CUSTOM_KEYS = [
+    "Return the value of the named attribute",
+    "The file is opened in binary mode",
+    "Each entry in the list is a tuple",
+    "If the object has no length, an error is raised",
+    "Close the connection and release the lock",
+    "The default encoding is used when none is given",
+    "A new thread is started for every request",
+]
+
+
+@pytest.fixture(scope="module")
+def micro(micro_model):
+    """(model, tokenizer) of the micro model, run single-threaded: on matrices this small, thread
+    synchronisation costs far more than it saves (100x slower on a busy 2-core machine)."""
+    import torch
+
+    from omlkit.models.loading import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_model(micro_model, device="cpu")
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def keys_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "keys.txt"
+    path.write_text("\n".join(CUSTOM_KEYS) + "\n", encoding="utf-8")
+    return path
+
+
+def _cfg(micro_model, **overrides) -> GenerateConfig:
+    data = {
+        "n": 5,
+        "key_length": 10,
+        "response_length": 1,
+        "batch_size": 8,
+        "seed": 7,
+        "target_model": str(micro_model),
+        "progress": False,
+    }
+    data.update(overrides)
+    return build_config(GenerateConfig, data)
+
+
+def _check_round_trip(fp_set, tok, response_length: int, key_length: int | None) -> None:
+    keys = [fp.key for fp in fp_set.fingerprints]
+    assert len(set(keys)) == len(keys)
+    for fp in fp_set.fingerprints:
+        key_ids = tok(fp.key, add_special_tokens=False)["input_ids"]
+        resp_ids = tok(fp.response, add_special_tokens=False)["input_ids"]
+        if key_length is not None:
+            assert len(key_ids) == key_length
+        assert len(resp_ids) == response_length
+        assert tok(fp.key + fp.response, add_special_tokens=False)["input_ids"] == key_ids + resp_ids
+        assert fp.response.strip() and fp.key.strip()
+        assert 0.0 <= fp.response_prob <= 1.0
+
+
+def _pairs(fp_set) -> list[tuple[str, str, float]]:
+    return [(fp.key, fp.response, fp.response_prob) for fp in fp_set.fingerprints]
+
+
+@pytest.mark.parametrize("name", KEY_STRATEGIES.names())
+def test_key_strategy(name, micro, micro_model, keys_file):
+    cls = KEY_STRATEGIES.get(name)
+    extra = {"keys_file": str(keys_file)} if cls.fixed_keys else {}
+    cfg = _cfg(micro_model, key_strategy=name, response_strategy="dummy", **extra)
+    first = generate_fingerprints(cfg, target=micro)
+    again = generate_fingerprints(cfg, target=micro)
+    assert len(first) == cfg.n
+    assert first.strategy.key == name
+    _check_round_trip(first, micro[1], cfg.response_length, None if cls.fixed_keys else cfg.key_length)
+    assert _pairs(first) == _pairs(again)
+    assert first.secret == again.secret
+    if cls.fixed_keys:
+        assert [fp.key for fp in first.fingerprints] == CUSTOM_KEYS[: cfg.n]
+
+
+@pytest.mark.parametrize("name", RESPONSE_STRATEGIES.names())
+@pytest.mark.parametrize("response_length", [1, 2])
+def test_response_strategy(name, response_length, micro, micro_model):
+    cls = RESPONSE_STRATEGIES.get(name)
+    cfg = _cfg(
+        micro_model,
+        key_strategy=cls.requires_key or "random-words",
+        response_strategy=name,
+        response_length=response_length,
+    )
+    first = generate_fingerprints(cfg, target=micro)
+    assert len(first) == cfg.n
+    assert first.strategy.response == name
+    _check_round_trip(first, micro[1], response_length, cfg.key_length)
+    if response_length == 1:
+        assert _pairs(first) == _pairs(generate_fingerprints(cfg, target=micro))
+
+
+def test_seed_changes_the_set(micro, micro_model):
+    a = generate_fingerprints(_cfg(micro_model, key_strategy="english", seed=1), target=micro)
+    b = generate_fingerprints(_cfg(micro_model, key_strategy="english", seed=2), target=micro)
+    assert {fp.key for fp in a.fingerprints}.isdisjoint({fp.key for fp in b.fingerprints})
+
+
+def test_registries_hold_the_issue_strategies():
+    assert {"english", "random-words", "custom", "functional"} <= set(KEY_STRATEGIES.names())
+    assert {"perinucleus", "english", "random-word", "functional"} <= set(RESPONSE_STRATEGIES.names())
