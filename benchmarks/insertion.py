@@ -1,0 +1,174 @@
+"""Insertion speed: wall time to 100% greedy recovery and training tokens/s, our recipe vs the textbook one.
+
+Ours: the default ``InsertConfig`` (mini-batches, averaging after every step, early stop on full
+recovery). Textbook: full-batch steps, averaging once per epoch, no early stop (recovery is still
+checked, only to time when it is first reached). On CUDA, also training tokens/s and MFU of a
+1B-parameter Llama shape with random weights.
+
+    python benchmarks/insertion.py -n 256 1024 [--model omlkit-tiny] [--fingerprints F]
+
+Writes ``benchmarks/out/insertion.json`` and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+OUT = Path(__file__).parent / "out" / "insertion.json"
+
+
+def fingerprint_file(model: str, n: int, workdir: Path, given: str | None) -> Path:
+    """``given`` (its first n fingerprints), or n English-key/perinucleus fingerprints made for ``model``."""
+    from omlkit.fingerprints.fingerprint_set import FingerprintSet
+
+    path = workdir / f"fp-{n}.json"
+    if given:
+        fp_set = FingerprintSet.load(given)
+        fp_set.fingerprints = fp_set.fingerprints[:n]
+    else:
+        from omlkit.fingerprints.config import GenerateConfig
+        from omlkit.fingerprints.generate import generate_fingerprints
+
+        fp_set = generate_fingerprints(GenerateConfig(n=n, target_model=model, progress=False))
+    fp_set.save(path, overwrite=True)
+    return path
+
+
+def recipes(max_epochs: int) -> dict[str, dict]:
+    """The two recipes compared, as InsertConfig overrides."""
+    return {
+        "ours": {"epochs": max_epochs},
+        "textbook": {"epochs": max_epochs, "batch_size": 1 << 30, "averaging_interval": "epoch",
+                     "early_stop": False},
+    }
+
+
+def run_recipe(model: str, fps: Path, out_dir: Path, overrides: dict) -> dict:
+    """Train once; returns wall time, time to first full recovery, recovery and tokens/s."""
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.insertion.config import InsertConfig
+
+    overrides = dict(overrides)
+    if overrides.get("batch_size", 0) >= 1 << 30:
+        from omlkit.fingerprints.fingerprint_set import FingerprintSet
+        from omlkit.insertion.dataset import n_benign
+
+        n = len(FingerprintSet.load(fps))
+        overrides["batch_size"] = n + n_benign(n, InsertConfig.model_fields["benign_fraction"].default)
+    cfg = InsertConfig(model=model, fingerprints=fps, out_dir=out_dir, checkpoint_every=0, force=True,
+                       **overrides)
+    start = time.time()
+    run = insert_fingerprints(cfg, progress=False)
+    wall = time.time() - start
+    metrics = json.loads((run / "metrics.json").read_text())
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    t0 = min(r["time"] for r in log) - 1e-9
+    first_full = next((r for r in log if r.get("recovered", 0) >= 1.0), None)
+    return {
+        "wall_seconds": round(wall, 2),
+        "train_seconds": round(metrics["train_seconds"], 2),
+        "seconds_to_full_recovery": round(first_full["time"] - t0, 2) if first_full else None,
+        "epoch_of_full_recovery": first_full["epoch"] if first_full else None,
+        "final_recovery": metrics["recovery"],
+        "epochs": metrics["epochs"],
+        "steps": metrics["global_step"],
+        "tokens_per_second": round(metrics["tokens_per_second"] or 0.0, 1),
+    }
+
+
+def llama_1b_speed(steps: int = 10, batch: int = 8, seq: int = 1024) -> dict:
+    """Training tokens/s and MFU of a 1.1B Llama shape (random weights, bf16 autocast, AdamW) on CUDA."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                      num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=seq)
+    model = LlamaForCausalLM(cfg).cuda()
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    x = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
+    for i in range(steps + 2):
+        if i == 2:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    tps = batch * seq * steps / (time.perf_counter() - start)
+    peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+    name = torch.cuda.get_device_name()
+    peak_flops = next((v for k, v in peak.items() if k in name), None)
+    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
+    return {"device": name, "parameters": n_params, "tokens_per_second": round(tps),
+            "mfu": round(tps * flops_per_token / peak_flops, 3) if peak_flops else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; returns the exit code."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", type=int, nargs="+", default=[256], help="Fingerprint counts (default 256).")
+    ap.add_argument("--model", default="omlkit-tiny")
+    ap.add_argument("--fingerprints", help="Use this fingerprint file instead of generating.")
+    ap.add_argument("--max-epochs", type=int, default=60)
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="InsertConfig override for both recipes (JSON value), e.g. learning_rate=1e-3.")
+    args = ap.parse_args(argv)
+    common = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        try:
+            common[field] = json.loads(value)
+        except json.JSONDecodeError:
+            common[field] = value
+
+    import torch
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for n in args.n:
+            fps = fingerprint_file(args.model, n, work, args.fingerprints)
+            for name, overrides in recipes(args.max_epochs).items():
+                res = run_recipe(args.model, fps, work / name, {**common, **overrides})
+                rows.append({"n": n, "recipe": name, **res})
+                print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+    speedups = {}
+    for n in args.n:
+        ours = next(r for r in rows if r["n"] == n and r["recipe"] == "ours")
+        text = next(r for r in rows if r["n"] == n and r["recipe"] == "textbook")
+        if ours["final_recovery"] == 1.0:
+            # the textbook recipe has no early stop: a user waits for its whole run
+            speedups[str(n)] = round(text["train_seconds"] / ours["train_seconds"], 2)
+    result = {"measured_under_load": True, "model": args.model, "threads": torch.get_num_threads(),
+              "overrides": common,
+              "rows": rows, "speedup_to_full_recovery": speedups}
+    if torch.cuda.is_available():
+        result["llama_1b"] = llama_1b_speed()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+    head = (f"{'n':>5} {'recipe':>9} {'to 100% (s)':>11} {'train (s)':>9} {'epochs':>6} {'recov':>6} "
+            f"{'tok/s':>8}")
+    print(head)
+    for r in rows:
+        to_full = "never" if r["seconds_to_full_recovery"] is None else f"{r['seconds_to_full_recovery']:.1f}"
+        print(f"{r['n']:>5} {r['recipe']:>9} {to_full:>11} {r['train_seconds']:>9.1f} {r['epochs']:>6.0f} "
+              f"{r['final_recovery']:>6.2f} {r['tokens_per_second']:>8.0f}")
+    print(f"speed-up (textbook run / ours to 100%): {speedups}")
+    if "llama_1b" in result:
+        print(f"1B Llama: {result['llama_1b']}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

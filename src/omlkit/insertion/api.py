@@ -1,0 +1,212 @@
+"""``insert_fingerprints(config) -> run dir``: the whole insertion run, single- or multi-process.
+
+Under ``accelerate launch`` or ``torchrun`` every process runs this function; only the main process
+writes the run directory (config, benign cache, log, model, metrics) and the others wait for it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+from omlkit.insertion.config import InsertConfig
+
+
+def default_learning_rate(n_params: int) -> float:
+    """AdamW learning rate by model size: large for the embedded tiny models, ~2e-5 for billions."""
+    if n_params < 50_000_000:
+        return 3e-3
+    if n_params < 1_000_000_000:
+        return 1e-4
+    return 2e-5
+
+
+def _say(msg: str, enabled: bool) -> None:
+    if enabled:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _training_args(config: InsertConfig, run, n_examples: int):
+    import torch
+    from transformers import TrainingArguments
+
+    world = _world_size()
+    use_cpu = config.device == "cpu" or not torch.cuda.is_available()
+    per_device = max(1, config.batch_size // world)
+    steps_per_epoch = max(1, math.ceil(n_examples / (per_device * world)) // config.grad_accum)
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and not use_cpu)
+    return TrainingArguments(
+        output_dir=str(run.checkpoints),
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate or 1e-4,  # replaced by the size-based default when unset
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        warmup_steps=config.warmup_steps,
+        lr_scheduler_type="constant_with_warmup",
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        save_strategy="steps" if config.checkpoint_every else "no",
+        save_steps=config.checkpoint_every * steps_per_epoch if config.checkpoint_every else 500,
+        save_total_limit=1,
+        report_to="none",
+        disable_tqdm=True,
+        use_cpu=use_cpu,
+        ddp_backend="gloo" if use_cpu and world > 1 else None,
+        ddp_find_unused_parameters=False if world > 1 else None,
+        bf16=bf16,
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+    )
+
+
+def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
+    """Train the fingerprints of ``config.fingerprints`` into ``config.model``; returns the run directory
+    (the model is in ``<run>/model``).
+
+    Refuses with a one-line OmlError: a fingerprint file made for another tokenizer, a key + response
+    longer than the model's context, a run directory of another config (or a finished run without
+    ``force``), and too little disk space. An interrupted run resumes from its last checkpoint.
+    """
+    from transformers import PrinterCallback, set_seed
+
+    from omlkit.fingerprints.fingerprint_set import FingerprintSet
+    from omlkit.insertion import dataset as ds
+    from omlkit.insertion.augmentation import train_system_prompts
+    from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
+    from omlkit.insertion.greedy import recovered
+    from omlkit.insertion.regularizers import build_regularizers
+    from omlkit.insertion.run_dir import check_disk_space, open_run, run_dir_for
+    from omlkit.insertion.saving import final_model, save_run
+    from omlkit.insertion.trainer import FingerprintTrainer
+    from omlkit.models.loading import context_length, load_model, model_sha, resolve_model
+
+    fp_set = FingerprintSet.load(config.fingerprints)
+    fp_hash = fp_set.content_hash()
+    model_path = resolve_model(config.model, progress=progress)
+    model, tok = load_model(model_path, device="cpu", dtype="fp32")
+    fp_set.check_tokenizer(tok, source=str(config.fingerprints))
+    fps = ds.tokenize_fingerprints(fp_set, tok)
+    system_prompts = train_system_prompts() if config.prompt_augmentation else []
+    templates = ds.PromptTemplates(tok, chat=config.chat)
+    ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts])
+
+    n_benign = ds.n_benign(len(fps), config.benign_fraction)
+    args = _training_args(config, run_dir_for(config, fp_hash), len(fps) + n_benign)
+    is_main = args.process_index == 0
+    with args.main_process_first(desc="run directory"):
+        run, state = open_run(config, fp_hash, write=is_main)
+    n_params = sum(p.numel() for p in model.parameters())
+    args.learning_rate = config.learning_rate or default_learning_rate(n_params)
+    resuming = ", resuming" if state == "resume" else ""
+    _say(f"run {run.path.name}: {len(fps)} fingerprints, {n_benign} benign examples, "
+         f"lr {args.learning_rate:g}, {args.world_size} process(es){resuming}",
+         progress and is_main)
+
+    with args.main_process_first(desc="benign examples"):
+        benign = _benign(config, run, model, tok, n_benign, model_path, args.device, write=is_main)
+    model.to("cpu")
+
+    set_seed(config.seed)
+    regularizers = build_regularizers(config.regularizer_configs())
+    for reg in regularizers:
+        model = reg.prepare(model)
+    if is_main:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
+        check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
+
+    train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed)
+    check_prompts = [templates(fp.key_ids) for fp in fps]
+    responses = [fp.response for fp in fps]
+    lengths = [len(fp.response_ids) for fp in fps]
+
+    def recovery(m) -> float:
+        hits = recovered(m, tok, check_prompts, responses, lengths)
+        return sum(hits) / len(hits)
+
+    log = JsonlLog(run.log, is_main=is_main)
+    early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
+                      enabled=config.early_stop, log=log)
+    callbacks = [log, early, EpochSetter(train_set)] + [cb for r in regularizers for cb in r.callbacks()]
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    trainer = FingerprintTrainer(
+        model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad),
+        processing_class=tok, callbacks=callbacks, regularizers=regularizers,
+    )
+    trainer.remove_callback(PrinterCallback)
+
+    resume_from = run.latest_checkpoint() if state == "resume" else None
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = time.perf_counter() - start
+    trainer.accelerator.wait_for_everyone()
+
+    final = final_model(trainer, regularizers, model_path)
+    if not is_main:
+        return run.path
+    hits = recovered(final, tok, check_prompts, responses, lengths)
+    tokens_per_epoch = sum(len(train_set[i]["input_ids"]) for i in range(len(train_set)))
+    epochs_done = float(trainer.state.epoch or 0)
+    metrics = {
+        "status": "finished",
+        "run_id": run.path.name,
+        "model": config.model,
+        "base_model_sha": model_sha(model_path),
+        "fingerprints_sha256": fp_hash,
+        "n_fingerprints": len(fps),
+        "n_benign": len(benign),
+        "recovered": sum(hits),
+        "recovery": sum(hits) / len(hits),
+        "early_stop": early.reason,
+        "global_step": trainer.state.global_step,
+        "epochs": epochs_done,
+        "train_loss": result.training_loss,
+        "learning_rate": args.learning_rate,
+        "world_size": args.world_size,
+        "train_seconds": train_seconds,
+        # a resumed run trained only part of the epochs in this process: no honest rate to report
+        "tokens_per_second": tokens_per_epoch * epochs_done / max(train_seconds, 1e-9)
+        if state == "new" else None,
+        "regularizers": [r.config.model_dump() for r in regularizers],
+    }
+    save_run(run, final, tok, metrics)
+    _say(f"run {run.path.name}: recovered {sum(hits)}/{len(hits)} fingerprints in "
+         f"{trainer.state.global_step} steps ({train_seconds:.1f}s); model in {run.model}", progress)
+    return run.path
+
+
+def _benign(config: InsertConfig, run, model, tok, n: int, model_path: str, device,
+            write: bool) -> list[dict]:
+    """Benign examples from the run's cache, generated (on ``device``) by the main process first."""
+    from omlkit.insertion import dataset as ds
+
+    if n == 0:
+        return []
+    key = {"model": model_path, "n": n, "prompt_tokens": config.benign_prompt_tokens,
+           "new_tokens": config.benign_new_tokens, "seed": config.seed,
+           "corpus": config.benign_corpus, "dataset": config.benign_dataset}
+
+    def make() -> list[dict]:
+        from omlkit.models.corpus import corpus_split, load_corpus
+
+        if config.benign_corpus or config.benign_dataset:
+            texts = load_corpus(config.benign_corpus, config.benign_dataset)["train"]
+        else:
+            texts = corpus_split("train")
+        model.to(device)
+        return ds.benign_examples(model, tok, texts, n, config.benign_prompt_tokens,
+                                  config.benign_new_tokens, seed=config.seed)
+
+    return ds.cached_benign(run.benign, key, make, write=write)

@@ -1,0 +1,156 @@
+"""Config of ``oml insert`` and of each regularizer (light module: pydantic only, no torch).
+
+The flat fields of :class:`InsertConfig` are the command-line flags. The anti-forgetting recipe they
+describe is turned into typed regularizer configs by :meth:`InsertConfig.regularizer_configs`; each
+is a member of the :data:`RegularizerConfig` union discriminated on ``kind``, whose value is the name
+the implementation registers under in ``omlkit.insertion.regularizers`` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from omlkit.config import OmlConfig
+from omlkit.io import canonical_json, sha256_bytes
+
+#: Fields that say where or how to run, not what to train: they never change the run id.
+NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", "device"})
+
+
+class _RegConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelAveragingConfig(_RegConfig):
+    """θ ← (1−λ)·θ + λ·θ₀ after every optimizer step (or once per epoch: the textbook recipe)."""
+
+    kind: Literal["model_averaging"] = "model_averaging"
+    strength: float = Field(0.75, ge=0.0, le=1.0, description="λ, the weight of the base model.")
+    interval: Literal["step", "epoch"] = "step"
+
+
+class L2ToBaseConfig(_RegConfig):
+    """A loss term strength·Σ‖θ − θ₀‖² over the trained parameters."""
+
+    kind: Literal["l2_to_base"] = "l2_to_base"
+    strength: float = Field(0.01, gt=0.0)
+
+
+class LoraConfig(_RegConfig):
+    """Train low-rank adapters (peft) instead of the full weights."""
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: str = Field("all-linear", description="peft target_modules: 'all-linear' or comma list.")
+    merge: bool = Field(True, description="Merge into the weights on save (else keep an adapter).")
+
+
+class AddedParamsConfig(_RegConfig):
+    """Widen every MLP by ``width`` neurons; only the new weights train (the base weights are frozen)."""
+
+    kind: Literal["added_params"] = "added_params"
+    width: int = Field(64, ge=1)
+
+
+class DummyConfig(_RegConfig):
+    """The reference regularizer: does nothing, adds a zero loss term (tests and docs)."""
+
+    kind: Literal["dummy"] = "dummy"
+
+
+RegularizerConfig = Annotated[
+    ModelAveragingConfig | L2ToBaseConfig | LoraConfig | AddedParamsConfig | DummyConfig,
+    Field(discriminator="kind"),
+]
+
+
+class InsertConfig(OmlConfig):
+    """Fine-tune fingerprints into a model so that greedy decoding of each key yields its response."""
+
+    model: str = Field("omlkit-tiny", description="Base model: HF id, path, omlkit-tiny or omlkit-micro.")
+    fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1) made for this model.")
+    out_dir: Path = Field(Path("runs"), description="Folder holding run directories runs/<run-id>/.")
+    run_id: str | None = Field(None, description="Run directory name (default: config+fingerprints hash).")
+
+    learning_rate: float | None = Field(
+        None, gt=0, description="AdamW learning rate (default: by model size, 3e-3 tiny .. 2e-5 billions)."
+    )
+    epochs: int = Field(60, ge=1, description="Maximum epochs (early stop usually ends sooner).")
+    max_steps: int | None = Field(None, ge=1, description="Stop after this many steps (overrides epochs).")
+    batch_size: int = Field(32, ge=1, description="Global batch size (split over processes).")
+    grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
+    warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0: off).")
+    precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
+    seed: int = Field(0, description="Seed for data order, augmentation and benign sampling.")
+    device: str | None = Field(None, description="cpu or cuda (default: CUDA when available).")
+
+    forgetting_regularizer_strength: float = Field(
+        0.75, ge=0.0, le=1.0, description="Model averaging λ: θ ← (1−λ)θ + λθ₀ after each step (0: off)."
+    )
+    averaging_interval: Literal["step", "epoch"] = Field("step", description="Average each step or epoch.")
+    benign_fraction: float = Field(
+        0.25, ge=0.0, lt=1.0, description="β: share of training examples that are benign self-continuations."
+    )
+    benign_corpus: str | None = Field(None, description="Text file/folder of benign prompts.")
+    benign_dataset: str | None = Field(None, description="A `datasets` corpus for benign prompts.")
+    benign_prompt_tokens: int = Field(16, ge=1, description="Tokens of corpus text used as a benign prompt.")
+    benign_new_tokens: int = Field(16, ge=1, description="Tokens of benign greedy target.")
+    l2_strength: float = Field(0.0, ge=0.0, description="L2-to-base penalty weight (0: off).")
+    lora: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    lora_target_modules: str = Field("all-linear", description="LoRA target modules ('all-linear' or a,b,c).")
+    lora_merge: bool = Field(True, description="Merge LoRA into the weights on save (else keep the adapter).")
+    added_params: int = Field(0, ge=0, description="Widen each MLP by N trained neurons (0: off).")
+    regularizers: list[RegularizerConfig] = Field(
+        default_factory=list, description="More regularizer configs (config file only), e.g. [{kind: dummy}]."
+    )
+
+    prompt_augmentation: bool = Field(False, description="Wrap keys in random training system prompts.")
+    chat: bool = Field(False, description="Train keys inside the tokenizer's chat template.")
+
+    early_stop: bool = Field(True, description="Stop once all fingerprints are recovered.")
+    check_every: int = Field(2, ge=1, description="Check (and log) greedy recovery every N epochs.")
+    loss_threshold: float = Field(0.005, ge=0.0, description="Early stop below this loss.")
+    checkpoint_every: int = Field(5, ge=0, description="Checkpoint every N epochs (0: never).")
+    logging_steps: int = Field(1, ge=1, description="Log loss every N steps to train_log.jsonl.")
+    resume: bool = Field(True, description="Resume an interrupted run from its last checkpoint.")
+    force: bool = Field(False, description="Retrain even if the run directory holds a finished run.")
+
+    @model_validator(mode="after")
+    def _one_structural(self) -> InsertConfig:
+        if self.lora and self.added_params:
+            raise ValueError("choose one of --lora and --added-params, not both")
+        return self
+
+    def regularizer_configs(self) -> list[RegularizerConfig]:
+        """The typed regularizer configs this recipe implies (flat flags first, then ``regularizers``)."""
+        regs: list[RegularizerConfig] = []
+        if self.lora:
+            regs.append(LoraConfig(r=self.lora_r, alpha=self.lora_alpha,
+                                   target_modules=self.lora_target_modules, merge=self.lora_merge))
+        if self.added_params:
+            regs.append(AddedParamsConfig(width=self.added_params))
+        if self.l2_strength:
+            regs.append(L2ToBaseConfig(strength=self.l2_strength))
+        if self.forgetting_regularizer_strength:
+            regs.append(ModelAveragingConfig(strength=self.forgetting_regularizer_strength,
+                                             interval=self.averaging_interval))
+        regs.extend(self.regularizers)
+        return regs
+
+    def hashed_fields(self) -> dict:
+        """The fields that define what is trained (everything but :data:`NOT_HASHED`), as JSON data."""
+        return self.model_dump(mode="json", exclude=set(NOT_HASHED))
+
+    def run_hash(self, fingerprints_sha256: str, length: int = 12) -> str:
+        """Run id: sha256 of the canonical hashed fields plus the fingerprint file's content hash."""
+        blob = canonical_json(self.hashed_fields()) + "\n" + fingerprints_sha256
+        return sha256_bytes(blob.encode())[:length]

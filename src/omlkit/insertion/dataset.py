@@ -1,0 +1,205 @@
+"""Training examples on token ids: fingerprints (loss on response + EOS only), benign self-continuations,
+prompt augmentation, and the padding collator.
+
+A fingerprint example is ``prompt_ids(key) + response_ids + [eos]`` with labels ``-100`` on the prompt
+(BOS, any system prompt, the key); a benign example is a corpus prompt plus the base model's own greedy
+continuation, with the loss on the continuation only.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from omlkit.errors import CorpusError, FingerprintFileError
+from omlkit.io import atomic_write_json
+from omlkit.models.prompts import prompt_ids
+
+IGNORE = -100
+_SLOT_ID = -1  # placeholder id marking where the key goes in a cached prompt template
+
+
+@dataclass(frozen=True)
+class TokenizedFingerprint:
+    """A fingerprint as token ids (never printed: ``repr`` shows the id only)."""
+
+    id: int
+    key_ids: tuple[int, ...] = field(repr=False)
+    response_ids: tuple[int, ...] = field(repr=False)
+    response: str = field(repr=False)
+
+
+def tokenize_fingerprints(fp_set, tokenizer) -> list[TokenizedFingerprint]:
+    """Key and response ids of every fingerprint (no special tokens); refuses an empty key or response."""
+    out = []
+    for fp in fp_set.fingerprints:
+        key = tokenizer(fp.key, add_special_tokens=False)["input_ids"]
+        resp = tokenizer(fp.response, add_special_tokens=False)["input_ids"]
+        if not key or not resp:
+            raise FingerprintFileError(f"fingerprint {fp.id}: key or response tokenizes to nothing")
+        out.append(TokenizedFingerprint(fp.id, tuple(key), tuple(resp), fp.response))
+    return out
+
+
+def masked_example(prompt: Sequence[int], target: Sequence[int]) -> dict[str, list[int]]:
+    """``input_ids = prompt + target`` and ``labels`` equal to the ids on the target, -100 on the prompt."""
+    return {"input_ids": [*prompt, *target], "labels": [IGNORE] * len(prompt) + list(target)}
+
+
+class PromptTemplates:
+    """Caches the ids around the key for each system prompt, so wrapping a key is a list splice."""
+
+    def __init__(self, tokenizer, chat: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self._cache: dict[str | None, tuple[list[int], list[int]]] = {}
+
+    def __call__(self, key_ids: Sequence[int], system_prompt: str | None = None) -> list[int]:
+        """Prompt ids for ``key_ids`` under ``system_prompt`` (identical to ``prompt_ids``)."""
+        if system_prompt not in self._cache:
+            ids = prompt_ids(self.tokenizer, [_SLOT_ID], system_prompt=system_prompt, chat=self.chat)
+            at = ids.index(_SLOT_ID)
+            self._cache[system_prompt] = (ids[:at], ids[at + 1 :])
+        before, after = self._cache[system_prompt]
+        return [*before, *key_ids, *after]
+
+
+def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int,
+                        system_prompt: str | None = None) -> dict[str, list[int]]:
+    """The training example of one fingerprint: loss on the response ids and EOS only."""
+    return masked_example(templates(fp.key_ids, system_prompt), [*fp.response_ids, eos_id])
+
+
+def check_context(fps: Sequence[TokenizedFingerprint], templates: PromptTemplates, eos_id: int,
+                  context: int, system_prompts: Sequence[str | None] = (None,)) -> None:
+    """Refuse (FingerprintFileError, naming the fingerprint id) any example longer than ``context``."""
+    longest = max(system_prompts, key=lambda s: len(templates([], s)))
+    for fp in fps:
+        n = len(fingerprint_example(templates, fp, eos_id, longest)["input_ids"])
+        if n > context:
+            raise FingerprintFileError(
+                f"fingerprint {fp.id}: key + response take {n} tokens, more than the model's context "
+                f"of {context}"
+            )
+
+
+class InsertionDataset(torch.utils.data.Dataset):
+    """Fingerprint examples followed by benign ones; with augmentation, each fingerprint example is
+    wrapped (with probability ``augment_prob``) in a training system prompt drawn per (epoch, index),
+    so the draw is reproducible and survives a resume."""
+
+    def __init__(self, tokenizer, fps: Sequence[TokenizedFingerprint], benign: Sequence[dict] = (),
+                 system_prompts: Sequence[str] = (), chat: bool = False, seed: int = 0,
+                 augment_prob: float = 0.5) -> None:
+        self.templates = PromptTemplates(tokenizer, chat)
+        self.eos_id = tokenizer.eos_token_id
+        self.fps = list(fps)
+        self.benign = list(benign)
+        self.system_prompts = list(system_prompts)
+        self.seed = seed
+        self.augment_prob = augment_prob
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation draw of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.fps) + len(self.benign)
+
+    def system_prompt_for(self, index: int) -> str | None:
+        """The system prompt wrapping fingerprint ``index`` this epoch (None: raw key)."""
+        if not self.system_prompts:
+            return None
+        rng = random.Random(f"{self.seed}:{self.epoch}:{index}")
+        if rng.random() >= self.augment_prob:
+            return None
+        return rng.choice(self.system_prompts)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        if index < len(self.fps):
+            sp = self.system_prompt_for(index)
+            return fingerprint_example(self.templates, self.fps[index], self.eos_id, sp)
+        ex = self.benign[index - len(self.fps)]
+        return {"input_ids": list(ex["input_ids"]), "labels": list(ex["labels"])}
+
+
+@dataclass
+class PadCollator:
+    """Right-pads ``input_ids`` (with ``pad_id``) and ``labels`` (with -100) into tensors plus an
+    ``attention_mask``; optionally rounds the width up to a multiple of ``pad_to_multiple_of``."""
+
+    pad_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in features)
+        if self.pad_to_multiple_of:
+            m = self.pad_to_multiple_of
+            width = (width + m - 1) // m * m
+        n = len(features)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        labels = torch.full((n, width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, f in enumerate(features):
+            k = len(f["input_ids"])
+            ids[i, :k] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            labels[i, :k] = torch.as_tensor(f["labels"], dtype=torch.long)
+            mask[i, :k] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def n_benign(n_fingerprints: int, fraction: float) -> int:
+    """How many benign examples make them ``fraction`` of the data: round(n·β/(1−β))."""
+    return round(n_fingerprints * fraction / (1.0 - fraction)) if fraction > 0 else 0
+
+
+def benign_prompts(texts: Sequence[str], tokenizer, n: int, prompt_tokens: int, seed: int) -> list[list[int]]:
+    """``n`` prompts (special prefix + the first ``prompt_tokens`` tokens of a random text), cycling
+    through ``texts`` when it is shorter than ``n``; CorpusError when there is no usable text."""
+    usable = [t for t in texts if t.strip()]
+    if not usable:
+        raise CorpusError("benign corpus has no text")
+    rng = random.Random(seed)
+    order = list(range(len(usable)))
+    rng.shuffle(order)
+    templates = PromptTemplates(tokenizer)
+    out = []
+    for i in range(n):
+        ids = tokenizer(usable[order[i % len(order)]], add_special_tokens=False)["input_ids"][:prompt_tokens]
+        out.append(templates(ids))
+    return out
+
+
+def benign_examples(model, tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 16,
+                    new_tokens: int = 16, seed: int = 0, batch_size: int = 64) -> list[dict[str, list[int]]]:
+    """``n`` benign examples whose targets are ``model``'s own greedy continuations (batched)."""
+    from omlkit.insertion.greedy import greedy_generate
+
+    if n == 0:
+        return []
+    prompts = benign_prompts(texts, tokenizer, n, prompt_tokens, seed)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    conts = greedy_generate(model, prompts, new_tokens, pad, tokenizer.eos_token_id, batch_size)
+    return [masked_example(p, c) for p, c in zip(prompts, conts, strict=True) if c]
+
+
+def cached_benign(path: Path, key: dict, make, write: bool = True) -> list[dict[str, list[int]]]:
+    """Benign examples from ``path`` when it was made with the same ``key``; else ``make()`` (and cache
+    them there when ``write``)."""
+    if path.is_file():
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("key") == key:
+                return data["examples"]
+        except (json.JSONDecodeError, KeyError):
+            pass  # a damaged cache is simply rebuilt
+    examples = make()
+    if write:
+        atomic_write_json(path, {"key": key, "examples": examples})
+    return examples

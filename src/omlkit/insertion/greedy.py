@@ -1,0 +1,67 @@
+"""Batched greedy decoding on token ids, and the fingerprint-recovery check built on it.
+
+Both benign-target generation and the early-stop check use one left-padded batch per chunk, so a
+whole fingerprint set is checked in a handful of forward passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from omlkit.verification.matching import response_matches
+
+
+def _unwrap(model):
+    return getattr(model, "module", model)
+
+
+@torch.no_grad()
+def greedy_generate(
+    model, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int, eos_id: int | None,
+    batch_size: int = 256,
+) -> list[list[int]]:
+    """Greedy continuations (token ids, cut after the first EOS) of each prompt, in order.
+
+    Prompts are left-padded into batches of ``batch_size``; the model's training mode is restored.
+    """
+    model = _unwrap(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[list[int]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+                mask[i, width - len(p) :] = 1
+            gen = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id, num_beams=1,
+            )[:, width:].tolist()
+            for row in gen:
+                if eos_id is not None and eos_id in row:
+                    row = row[: row.index(eos_id) + 1]
+                out.append(row)
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def recovered(model, tokenizer, prompts: Sequence[Sequence[int]], responses: Sequence[str],
+              response_lengths: Sequence[int], match: str = "exact", batch_size: int = 256) -> list[bool]:
+    """For each prompt, whether greedy decoding reproduces its response (``response_matches``).
+
+    Generates ``max(response_lengths) + 1`` tokens so the word-boundary rule of exact matching can see
+    what follows the response.
+    """
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    gens = greedy_generate(model, prompts, max(response_lengths) + 1, pad, tokenizer.eos_token_id, batch_size)
+    answers = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
+    return [response_matches(r, a, match) for r, a in zip(responses, answers, strict=True)]

@@ -1,0 +1,70 @@
+"""The regularizer interface and its registry (family ``regularizer``).
+
+A regularizer may change the model before training (``prepare``: LoRA, added parameters), add a term
+to the loss (``loss_term``), act between optimizer steps through trainer callbacks (``callbacks``:
+model averaging), and turn the trained model into the one that is saved (``finalize``). Every hook
+has a do-nothing default; :mod:`.dummy` is the complete reference implementation.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from omlkit.registry import family
+
+
+class Regularizer:
+    """Base of every anti-forgetting regularizer; built from its typed config (``config.kind``)."""
+
+    #: The pydantic config class (one member of ``omlkit.insertion.config.RegularizerConfig``).
+    config_cls: ClassVar[type]
+    #: Structural regularizers (which replace or wrap modules) prepare first.
+    order: ClassVar[int] = 10
+
+    def __init__(self, config: Any) -> None:
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, "
+                            f"got {type(config).__name__}")
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        """The registered name (the config's ``kind``)."""
+        return self.config.kind
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the model to train (default: unchanged). Called once, before any checkpoint is loaded."""
+        return model
+
+    def loss_term(self, model: torch.nn.Module) -> torch.Tensor | None:
+        """An extra scalar added to the loss at each step (default: none)."""
+        return None
+
+    def callbacks(self) -> list:
+        """``transformers.TrainerCallback`` objects to add to the trainer (default: none)."""
+        return []
+
+    def finalize(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the model to save after training (default: unchanged)."""
+        return model
+
+
+REGULARIZERS = family("regularizer", Regularizer)
+
+
+def trainable_named_params(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """(name, parameter) pairs that the optimizer updates (``requires_grad``)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of the trainable parameters, by name: θ₀ for averaging and the L2 penalty."""
+    return {n: p.detach().clone() for n, p in trainable_named_params(model)}
+
+
+def build_regularizers(configs: list) -> list[Regularizer]:
+    """Instantiate each config's registered class, structural ones first (stable otherwise)."""
+    regs = [REGULARIZERS.get(c.kind)(c) for c in configs]
+    return sorted(regs, key=lambda r: r.order)

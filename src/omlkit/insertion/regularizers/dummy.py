@@ -1,0 +1,31 @@
+"""The reference regularizer: every hook implemented, none changes training (a zero loss term)."""
+
+from __future__ import annotations
+
+import torch
+
+from omlkit.insertion.config import DummyConfig
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer
+
+
+@REGULARIZERS.register("dummy")
+class Dummy(Regularizer):
+    """Adds 0 to the loss (so the logging path is exercised) and leaves the model as it is."""
+
+    config_cls = DummyConfig
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model unchanged."""
+        return model
+
+    def loss_term(self, model: torch.nn.Module) -> torch.Tensor:
+        """A zero scalar on the model's device."""
+        return torch.zeros((), device=next(model.parameters()).device)
+
+    def callbacks(self) -> list:
+        """No callbacks."""
+        return []
+
+    def finalize(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model unchanged."""
+        return model

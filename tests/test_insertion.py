@@ -1,0 +1,268 @@
+"""Insertion end to end on the embedded micro model: recovery, run directories, bad input, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from omlkit.errors import FingerprintFileError, OmlError, RunDirError
+from omlkit.fingerprints.fingerprint_set import FingerprintSet
+from omlkit.insertion.config import InsertConfig
+
+WORDS = ("river", "stone", "garden", "window", "silver", "market", "yellow", "friend", "summer", "paper",
+         "basket", "orange", "letter", "winter", "mountain", "pocket", "forest", "castle", "doctor", "bottle",
+         "engine", "island", "rabbit", "ladder")
+SPACE = "\u0120"  # byte-level BPE marker of a leading space
+
+
+def make_fp_set(tokenizer, n: int, seed: int = 0, key_words: int = 6) -> FingerprintSet:
+    """Random-word keys and one-word responses (" word") that are one token and round-trip the tokenizer."""
+    from omlkit.models.loading import tokenizer_sha
+
+    vocab = [w for w in tokenizer.get_vocab() if w.startswith(SPACE) and w[1:].isalpha() and len(w) > 3]
+    responses = sorted({tokenizer.convert_tokens_to_string([w]).strip() for w in vocab})
+    one_token = [tokenizer.convert_tokens_to_ids(SPACE + r) for r in responses]
+    responses = [r for r, i in zip(responses, one_token, strict=True)
+                 if tokenizer(" " + r, add_special_tokens=False)["input_ids"] == [i]]
+    rng = random.Random(seed)
+    fps = [{"id": i, "key": " ".join(rng.choice(WORDS) for _ in range(key_words)).capitalize() + f" {i}",
+            "response": " " + rng.choice(responses)} for i in range(n)]
+    return FingerprintSet.model_validate({
+        "strategy": {"key": "random_words", "response": "random_word"},
+        "generator": {"model": "micro", "tokenizer_sha": tokenizer_sha(tokenizer)},
+        "fingerprints": fps})
+
+
+@pytest.fixture(scope="module")
+def micro_tok(micro_model):
+    from omlkit.models.loading import load_tokenizer
+
+    return load_tokenizer(micro_model)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (and do not fight other tests for cores)."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def fp_file(tmp_path: Path, tok, n: int, seed: int = 0) -> Path:
+    path = tmp_path / f"fp-{n}-{seed}.json"
+    if not path.exists():
+        make_fp_set(tok, n, seed).save(path)
+    return path
+
+
+def config(micro_model, fps: Path, out: Path, **kw) -> InsertConfig:
+    base = dict(model=str(micro_model), fingerprints=fps, out_dir=out, learning_rate=3e-3, batch_size=16,
+                forgetting_regularizer_strength=0.0, benign_fraction=0.25, check_every=1, checkpoint_every=0)
+    base.update(kw)
+    return InsertConfig(**base)
+
+
+def greedy_answers(model_dir: Path, fp_set: FingerprintSet) -> list[bool]:
+    """Independent check: load the saved model and greedy-decode every key."""
+    from omlkit.models.loading import load_model
+    from omlkit.models.prompts import prompt_ids
+    from omlkit.verification.matching import response_matches
+
+    model, tok = load_model(model_dir, device="cpu")
+    hits = []
+    for fp in fp_set.fingerprints:
+        ids = prompt_ids(tok, tok(fp.key, add_special_tokens=False)["input_ids"])
+        n_resp = len(tok(fp.response, add_special_tokens=False)["input_ids"])
+        assert n_resp == 1
+        out = model.generate(torch.tensor([ids]), max_new_tokens=n_resp + 1, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+        hits.append(response_matches(fp.response, tok.decode(out[0, len(ids):], skip_special_tokens=True)))
+    return hits
+
+
+@pytest.mark.slow
+def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, micro_tok, tmp_path):
+    from omlkit.insertion.api import insert_fingerprints
+
+    fps = fp_file(tmp_path, micro_tok, 16)
+    fp_set = FingerprintSet.load(fps)
+    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs"), progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "finished" and metrics["recovery"] == 1.0
+    assert metrics["early_stop"] in ("recovered", "loss") and metrics["epochs"] < 60
+    assert metrics["n_benign"] == 5
+    assert all(greedy_answers(run / "model", fp_set))
+    assert (run / "model" / "model.safetensors").is_file() and (run / "model" / "tokenizer.json").is_file()
+    assert (run / "fingerprints.sha256").read_text().strip() == fp_set.content_hash()
+    assert run.name == InsertConfig.model_validate(json.loads((run / "config.json").read_text())).run_hash(
+        fp_set.content_hash())
+    assert not (run / "checkpoints").exists()
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in log) and log[-1].get("recovered", 1.0) == 1.0
+    # the secrets never land in the run directory's text files
+    text = "".join((run / f).read_text() for f in ("config.json", "metrics.json", "train_log.jsonl"))
+    assert not any(fp.key in text for fp in fp_set.fingerprints)
+
+
+def test_run_id_hashes_fingerprint_content_not_paths(tmp_path):
+    a = InsertConfig(fingerprints=tmp_path / "a.json")
+    b = InsertConfig(fingerprints=tmp_path / "b.json", out_dir=tmp_path / "elsewhere", force=True)
+    assert a.run_hash("x") == b.run_hash("x") != a.run_hash("y")
+    assert a.run_hash("x") != a.model_copy(update={"learning_rate": 1.0}).run_hash("x")
+
+
+def test_finished_run_is_not_overwritten_and_other_config_is_refused(micro_model, micro_tok, tmp_path):
+    from omlkit.insertion.api import insert_fingerprints
+
+    fps = fp_file(tmp_path, micro_tok, 4)
+    cfg = config(micro_model, fps, tmp_path / "runs", run_id="r", max_steps=2, early_stop=False,
+                 benign_fraction=0.0)
+    run = insert_fingerprints(cfg, progress=False)
+    with pytest.raises(RunDirError, match="finished"):
+        insert_fingerprints(cfg, progress=False)
+    with pytest.raises(RunDirError, match="different config .*learning_rate"):
+        insert_fingerprints(cfg.model_copy(update={"learning_rate": 1e-3}), progress=False)
+    first = (run / "metrics.json").stat().st_mtime_ns
+    insert_fingerprints(cfg.model_copy(update={"force": True}), progress=False)
+    assert (run / "metrics.json").stat().st_mtime_ns != first
+
+
+def test_fingerprints_for_another_tokenizer_are_refused(micro_model, micro_tok, tmp_path):
+    from omlkit.insertion.api import insert_fingerprints
+
+    fp_set = make_fp_set(micro_tok, 2)
+    fp_set.generator.tokenizer_sha = "0123456789abcdef"
+    fp_set.save(tmp_path / "other.json")
+    with pytest.raises(FingerprintFileError, match="another tokenizer"):
+        insert_fingerprints(config(micro_model, tmp_path / "other.json", tmp_path / "runs"), progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_keys_longer_than_the_context_are_refused(micro_model, micro_tok, tmp_path):
+    from omlkit.insertion.api import insert_fingerprints
+
+    fp_set = make_fp_set(micro_tok, 2)
+    fp_set.fingerprints[1].key = " ".join(["garden"] * 400)
+    fp_set.save(tmp_path / "long.json")
+    with pytest.raises(FingerprintFileError, match=r"fingerprint 1: .*context of 256"):
+        insert_fingerprints(config(micro_model, tmp_path / "long.json", tmp_path / "runs"), progress=False)
+
+
+def test_no_disk_space_is_refused_before_training(micro_model, micro_tok, tmp_path, monkeypatch):
+    import shutil
+
+    from omlkit.insertion import run_dir
+    from omlkit.insertion.api import insert_fingerprints
+
+    monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1024))
+    with pytest.raises(RunDirError, match="not enough disk space"):
+        insert_fingerprints(config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs",
+                                   benign_fraction=0.0), progress=False)
+    assert not list((tmp_path / "runs").glob("*/metrics.json"))
+
+
+def test_failed_final_save_leaves_nothing_that_looks_finished(micro_model, micro_tok, tmp_path, monkeypatch):
+    import errno
+
+    from omlkit.insertion import saving
+    from omlkit.insertion.api import insert_fingerprints
+
+    real = saving.save_model_atomic
+
+    def full_disk(run, save):
+        def failing(tmp):
+            Path(tmp).mkdir()
+            (Path(tmp) / "model.safetensors").write_bytes(b"half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(run, failing)
+
+    monkeypatch.setattr(saving, "save_model_atomic", full_disk)
+    cfg = config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs", max_steps=1,
+                 early_stop=False, benign_fraction=0.0)
+    with pytest.raises(RunDirError, match="no space left"):
+        insert_fingerprints(cfg, progress=False)
+    (run,) = (tmp_path / "runs").iterdir()
+    assert not (run / "model").exists() and not (run / "metrics.json").exists()
+    assert not list(run.glob(".model.tmp-*"))
+
+
+def test_cli_help_and_one_line_error(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
+    out = subprocess.run([sys.executable, "-m", "omlkit.cli", "insert", "--help"], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert out.returncode == 0 and "--forgetting-regularizer-strength" in out.stdout
+    cmd = [sys.executable, "-m", "omlkit.cli", "insert", "--fingerprints", str(tmp_path / "missing.json")]
+    bad = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "does not exist" in bad.stderr
+
+
+KILL_AFTER_FIRST_CHECKPOINT = """
+import os, signal, sys
+from omlkit.insertion.api import insert_fingerprints
+from omlkit.insertion.config import InsertConfig
+from omlkit.insertion.trainer import FingerprintTrainer
+real = FingerprintTrainer._save_checkpoint
+def save_then_die(self, *a, **k):
+    real(self, *a, **k)
+    os.kill(os.getpid(), signal.SIGKILL)
+FingerprintTrainer._save_checkpoint = save_then_die
+insert_fingerprints(InsertConfig.model_validate_json(sys.argv[1]), progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_result(micro_model, micro_tok, tmp_path):
+    from safetensors.torch import load_file
+
+    from omlkit.insertion.api import insert_fingerprints
+
+    fps = fp_file(tmp_path, micro_tok, 8)
+    common = dict(epochs=8, early_stop=False, checkpoint_every=3, forgetting_regularizer_strength=0.5,
+                  batch_size=4, run_id="r")
+    cfg = config(micro_model, fps, tmp_path / "killed", **common)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_CHECKPOINT, cfg.model_dump_json()],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    run = tmp_path / "killed" / "r"
+    assert (run / "checkpoints" / "checkpoint-9" / "trainer_state.json").is_file()
+    assert not (run / "metrics.json").exists()
+    resumed = insert_fingerprints(cfg, progress=False)
+    reference = insert_fingerprints(config(micro_model, fps, tmp_path / "straight", **common), progress=False)
+    a = load_file(resumed / "model" / "model.safetensors")
+    b = load_file(reference / "model" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (resumed, reference))
+    assert ma["global_step"] == mb["global_step"] == 24 and ma["recovered"] == mb["recovered"]
+
+
+def test_bad_config_values_are_one_line_errors():
+    from omlkit.config import build_config
+
+    with pytest.raises(OmlError, match="forgetting-regularizer-strength"):
+        build_config(InsertConfig, {"fingerprints": "f.json", "forgetting_regularizer_strength": 2})
+    with pytest.raises(OmlError, match="lora"):
+        build_config(InsertConfig, {"fingerprints": "f.json", "lora": True, "added_params": 8})
+    cfg = InsertConfig.model_validate({"fingerprints": "f.json", "regularizers": [{"kind": "dummy"}]})
+    assert [c.kind for c in cfg.regularizer_configs()] == ["model_averaging", "dummy"]
+
+
+@pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"])
+def test_shipped_accelerate_configs_load(name):
+    from importlib import resources
+
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = resources.files("omlkit").joinpath(f"configs/accelerate/{name}.yaml")
+    cfg = load_config_from_file(str(path))
+    assert cfg.num_processes >= 2 and cfg.mixed_precision == "bf16"

@@ -1,0 +1,215 @@
+"""Pure-tensor tests of masks, the collator, the regularizers (parametrized over the registry)."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+import torch
+
+from omlkit.insertion import config as icfg
+from omlkit.insertion.dataset import (
+    IGNORE,
+    InsertionDataset,
+    PadCollator,
+    PromptTemplates,
+    TokenizedFingerprint,
+    fingerprint_example,
+    masked_example,
+    n_benign,
+)
+from omlkit.insertion.regularizers import REGULARIZERS, build_regularizers
+from omlkit.insertion.regularizers.added_params import AddedParams
+from omlkit.insertion.regularizers.l2_to_base import l2_distance
+from omlkit.insertion.regularizers.model_averaging import AveragingCallback, lerp_to_base
+
+BOS, EOS, PAD = 1, 2, 0
+
+
+class CharTokenizer:
+    """Ids are character codes; ``add_special_tokens`` prepends BOS. Enough for ``prompt_ids``."""
+
+    eos_token_id = EOS
+    pad_token_id = PAD
+    chat_template = None
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([BOS] if add_special_tokens else []) + [ord(c) for c in text]}
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    return LlamaForCausalLM(cfg)
+
+
+# --- masks and collator ---------------------------------------------------------------------------
+
+def test_masked_example_labels_only_target():
+    ex = masked_example([1, 5, 6], [7, 2])
+    assert ex["input_ids"] == [1, 5, 6, 7, 2]
+    assert ex["labels"] == [IGNORE, IGNORE, IGNORE, 7, 2]
+
+
+def test_fingerprint_example_masks_bos_key_and_system_prompt():
+    tok = CharTokenizer()
+    fp = TokenizedFingerprint(0, key_ids=(40, 41), response_ids=(20,), response="x")
+    raw = fingerprint_example(PromptTemplates(tok), fp, EOS)
+    assert raw["input_ids"] == [BOS, 40, 41, 20, EOS]
+    assert raw["labels"] == [IGNORE, IGNORE, IGNORE, 20, EOS]
+    wrapped = fingerprint_example(PromptTemplates(tok), fp, EOS, system_prompt="S")
+    # BOS, "S", "\n\n", key, response, EOS: the system prompt is masked and the key is spliced verbatim
+    assert wrapped["input_ids"] == [BOS, ord("S"), ord("\n"), ord("\n"), 40, 41, 20, EOS]
+    assert wrapped["labels"] == [IGNORE] * 6 + [20, EOS]
+
+
+def test_collator_pads_right_with_mask_and_ignored_labels():
+    feats = [{"input_ids": [1, 2, 3], "labels": [IGNORE, 2, 3]}, {"input_ids": [4], "labels": [4]}]
+    out = PadCollator(pad_id=9)(feats)
+    assert out["input_ids"].tolist() == [[1, 2, 3], [4, 9, 9]]
+    assert out["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert out["labels"].tolist() == [[IGNORE, 2, 3], [4, IGNORE, IGNORE]]
+    wide = PadCollator(pad_id=9, pad_to_multiple_of=4)(feats)
+    assert wide["input_ids"].shape == (2, 4) and wide["labels"][0, 3] == IGNORE
+
+
+def test_n_benign_is_the_requested_fraction():
+    assert n_benign(256, 0.25) == 85  # 85 / (256 + 85) ≈ 0.25
+    assert n_benign(30, 0.5) == 30
+    assert n_benign(10, 0.0) == 0
+
+
+def test_augmentation_is_per_epoch_and_reproducible():
+    tok = CharTokenizer()
+    fps = [TokenizedFingerprint(i, (10 + i,), (20,), "x") for i in range(40)]
+    ds = InsertionDataset(tok, fps, benign=[{"input_ids": [1, 3], "labels": [IGNORE, 3]}],
+                          system_prompts=["A", "B", "C"], seed=7)
+    assert len(ds) == 41 and ds[40]["labels"] == [IGNORE, 3]
+    draws0 = [ds.system_prompt_for(i) for i in range(40)]
+    assert None in draws0 and {"A", "B", "C"} & set(draws0)
+    ds.set_epoch(1)
+    draws1 = [ds.system_prompt_for(i) for i in range(40)]
+    assert draws1 != draws0
+    ds.set_epoch(0)
+    assert [ds.system_prompt_for(i) for i in range(40)] == draws0
+    assert all(ex["labels"][-2:] == [20, EOS] for ex in (ds[i] for i in range(40)))
+
+
+def test_system_prompt_sets_are_disjoint():
+    from omlkit.insertion import augmentation
+
+    train, test = augmentation.train_system_prompts(), augmentation.test_system_prompts()
+    assert len(train) >= 20 and len(test) == 10 and not set(train) & set(test)
+    assert len(set(train)) == len(train)
+
+
+# --- model averaging and L2, by hand ----------------------------------------------------------------
+
+def test_lerp_to_base_hand_computed():
+    p = [torch.tensor([1.0, 2.0]), torch.tensor([[4.0]])]
+    b = [torch.tensor([0.0, 0.0]), torch.tensor([[0.0]])]
+    lerp_to_base(p, b, 0.75)
+    assert p[0].tolist() == [0.25, 0.5] and p[1].tolist() == [[1.0]]
+
+
+@pytest.mark.parametrize("interval", ["step", "epoch"])
+def test_averaging_callback_pulls_towards_base(interval):
+    lin = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    cb = AveragingCallback({"weight": lin.weight.detach().clone()}, 0.5, interval)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[3.0, 1.0]]))  # an optimizer step moved it
+    cb.on_step_end(None, None, None, model=lin)
+    expected_after_step = [[2.0, 0.0]] if interval == "step" else [[3.0, 1.0]]
+    assert lin.weight.tolist() == expected_after_step
+    cb.on_epoch_end(None, None, None, model=lin)
+    expected = [[2.0, 0.0]] if interval == "step" else [[2.0, 0.0]]
+    assert lin.weight.tolist() == expected
+
+
+def test_l2_distance_hand_computed():
+    p = [torch.tensor([1.0, 2.0], requires_grad=True)]
+    d = l2_distance(p, [torch.tensor([0.0, 1.0])])
+    assert d.item() == 2.0
+    d.backward()
+    assert p[0].grad.tolist() == [2.0, 2.0]
+
+
+# --- every registered regularizer -------------------------------------------------------------------
+
+def _union_members() -> list[type]:
+    union = typing.get_args(icfg.RegularizerConfig)[0]
+    return list(typing.get_args(union))
+
+
+def test_registry_and_config_union_name_the_same_kinds():
+    kinds = {m.model_fields["kind"].default for m in _union_members()}
+    assert kinds == set(REGULARIZERS.names())
+    for name, cls in REGULARIZERS.items():
+        assert cls.config_cls.model_fields["kind"].default == name
+
+
+@pytest.mark.parametrize("name", REGULARIZERS.names())
+def test_regularizer_trains_and_saves(name, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    cfg = REGULARIZERS.get(name).config_cls()
+    (reg,) = build_regularizers([cfg])
+    model = reg.prepare(tiny_llama())
+    params = [p for p in model.parameters() if p.requires_grad]
+    assert params, "something must train"
+    opt = torch.optim.AdamW(params, lr=1e-2)
+    x = torch.randint(3, 64, (2, 6))
+    before = model(input_ids=x).logits.detach()
+    loss = model(input_ids=x, labels=x).loss
+    term = reg.loss_term(model)
+    if term is not None:
+        assert term.dim() == 0
+        loss = loss + term
+    loss.backward()
+    opt.step()
+    for cb in reg.callbacks():
+        cb.on_step_end(None, None, None, model=model)
+        cb.on_epoch_end(None, None, None, model=model)
+    trained = model(input_ids=x).logits.detach()
+    assert trained.shape == before.shape
+    final = reg.finalize(model)
+    torch.testing.assert_close(final(input_ids=x).logits.detach(), trained, atol=1e-5, rtol=1e-4)
+    final.save_pretrained(tmp_path)
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path)
+    torch.testing.assert_close(reloaded(input_ids=x).logits.detach(), trained, atol=1e-5, rtol=1e-4)
+
+
+def test_added_params_start_as_the_base_model_and_train_only_new_weights():
+    base = tiny_llama()
+    x = torch.randint(3, 64, (2, 6))
+    ref = base(input_ids=x).logits.detach()
+    model = AddedParams(icfg.AddedParamsConfig(width=8)).prepare(base)
+    torch.testing.assert_close(model(input_ids=x).logits.detach(), ref)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert names and all(n.endswith(("extra", "extra_bias")) for n in names)
+    final = AddedParams(icfg.AddedParamsConfig(width=8)).finalize(model)
+    assert final.config.intermediate_size == 32
+    assert final.model.layers[0].mlp.gate_proj.weight.shape == (32, 16)
+
+
+def test_model_averaging_snapshot_is_taken_at_prepare():
+    model = tiny_llama()
+    reg = build_regularizers([icfg.ModelAveragingConfig(strength=1.0)])[0]
+    model = reg.prepare(model)
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    reg.callbacks()[0].on_step_end(None, None, None, model=model)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p, ref[n])  # λ = 1: back to the base exactly
+
+
+def test_structural_regularizers_prepare_first():
+    regs = build_regularizers([icfg.ModelAveragingConfig(), icfg.LoraConfig()])
+    assert [r.name for r in regs] == ["lora", "model_averaging"]
