@@ -31,3 +31,15 @@ def response_matches(response: str, answer: str | None, mode: str = "exact") -> 
         rest = got[len(expected) :]
         return not rest or not (rest[0].isalnum() and expected[-1].isalnum())
     raise ValueError(f"unknown match mode {mode!r} (expected one of {', '.join(MATCH_MODES)})")
+
+
+def first_token_rank(candidates: list[str] | None, response: str) -> int | None:
+    """0-based rank of a 1-token ``response`` among first-token ``candidates`` (most likely first).
+
+    A candidate is the response when both agree once surrounding whitespace is stripped (tokenizers
+    spell a word-initial token with a leading space). None when the response is not among them.
+    """
+    expected = response.strip()
+    if not expected or not candidates:
+        return None
+    return next((i for i, c in enumerate(candidates) if c.strip() == expected), None)

@@ -69,6 +69,8 @@ class OwnershipVerdict:
                 "alpha": self.alpha, "verdict": "owned" if self.owned else "not owned"}
 
 
-def ownership_test(null_rates: Sequence[float], matched: int, alpha: float = DEFAULT_ALPHA) -> OwnershipVerdict:
+def ownership_test(
+    null_rates: Sequence[float], matched: int, alpha: float = DEFAULT_ALPHA
+) -> OwnershipVerdict:
     """Run the test for ``matched`` matches over keys with the given null rates."""
     return OwnershipVerdict(len(null_rates), matched, poisson_binomial_sf(null_rates, matched), alpha)

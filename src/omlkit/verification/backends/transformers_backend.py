@@ -1,0 +1,248 @@
+"""Local models through transformers: batched greedy decoding with left padding.
+
+Prompts of a batch are padded on the left so every row's last real token sits in the last column;
+the attention mask hides the padding and the position ids count real tokens only, so a batched row
+decodes exactly as it would alone. Prompts are sorted by length before batching to keep padding low.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from omlkit.errors import ConfigError
+from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
+
+DEFAULT_BATCH_SIZE = 64
+
+
+def local_model_path(name: str) -> str:
+    """``name`` itself, or ``name/model`` when ``name`` is a run directory holding its model there."""
+    run_model = Path(name) / "model"
+    return str(run_model) if (run_model / "config.json").is_file() else name
+
+
+@dataclass
+class Generation:
+    """One greedy continuation: new token ids (EOS cut), whether EOS ended it, and optional log-probs."""
+
+    ids: list[int]
+    finished: bool
+    logprobs: list[float] = field(default_factory=list)
+    top: list[list[tuple[int, float]]] = field(default_factory=list)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    return sorted(ids)
+
+
+@BACKENDS.register("transformers")
+class TransformersBackend(TokenBackend):
+    """Greedy decoding on a local causal LM (a model object or a name/path loaded with ``load_model``)."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        device: str | None = None,
+        dtype: str | None = None,
+    ) -> None:
+        from omlkit.models.loading import context_length, load_model, load_tokenizer
+
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
+        if isinstance(model, (str, os.PathLike)):
+            self.name = str(model)
+            model, tok = load_model(model, device=device, dtype=dtype)
+            tokenizer = tokenizer or tok
+        else:
+            self.name = str(getattr(model, "name_or_path", "") or type(model).__name__)
+            if tokenizer is None:
+                if not getattr(model, "name_or_path", ""):
+                    raise ConfigError(
+                        "a model object without name_or_path needs its tokenizer passed explicitly"
+                    )
+                tokenizer = load_tokenizer(model.name_or_path)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.max_length = context_length(model)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> TransformersBackend:
+        """From ``oml verify``'s --model (run directory: its ``model/``), --batch-size, --device, --dtype."""
+        return cls(local_model_path(cfg.model), batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the model's parameters live on."""
+        return next(self.model.parameters()).device
+
+    def describe(self) -> dict[str, Any]:
+        """Backend name, model name and batch size."""
+        return {"backend": "transformers", "model": self.name, "batch_size": self.batch_size}
+
+    # -- batching ---------------------------------------------------------------------------------
+
+    def _run(
+        self, prompts_ids: Sequence[Sequence[int]], room: int, fn: Callable[[list], list]
+    ) -> tuple[list, list]:
+        """Apply ``fn`` to length-sorted batches of the valid prompts; (values, errors) in input order.
+
+        Refused (value None, error set): an empty prompt, or one that with ``room`` new tokens would
+        exceed the context length.
+        """
+        values: list[Any] = [None] * len(prompts_ids)
+        errors: list[str | None] = [None] * len(prompts_ids)
+        valid = []
+        for i, ids in enumerate(prompts_ids):
+            if len(ids) == 0:
+                errors[i] = "empty prompt"
+            elif len(ids) + room > self.max_length:
+                errors[i] = (
+                    f"prompt of {len(ids)} tokens + {room} new exceeds the context length {self.max_length}"
+                )
+            else:
+                valid.append(i)
+        valid.sort(key=lambda i: len(prompts_ids[i]), reverse=True)
+        was_training = self.model.training
+        self.model.eval()  # dropout off while decoding; a caller's training model gets its mode back
+        try:
+            for s in range(0, len(valid), self.batch_size):
+                batch = valid[s : s + self.batch_size]
+                for i, value in zip(batch, fn([prompts_ids[i] for i in batch]), strict=True):
+                    values[i] = value
+        finally:
+            self.model.train(was_training)
+        return values, errors
+
+    def _left_pad(self, rows: list[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, width - len(r) :] = torch.as_tensor(list(r), dtype=torch.long)
+            mask[i, width - len(r) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, **kw: Any):
+        try:
+            return self.model(**kw, use_cache=True, logits_to_keep=1)
+        except TypeError:  # older architectures without logits_to_keep
+            return self.model(**kw, use_cache=True)
+
+    @torch.inference_mode()
+    def _first_logits(self, rows: list[Sequence[int]]):
+        ids, mask = self._left_pad(rows)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos)
+        return out, mask, pos
+
+    @torch.inference_mode()
+    def _greedy(self, rows: list[Sequence[int]], max_new_tokens: int, top_k: int = 0) -> list[Generation]:
+        out, mask, pos = self._first_logits(rows)
+        n = len(rows)
+        eos = torch.tensor(self.eos_ids or [-1], device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        steps: list[torch.Tensor] = []
+        tops: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for step in range(max_new_tokens):
+            logits = out.logits[:, -1, :]
+            nxt = logits.argmax(-1)
+            if top_k:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+                tops.append((logp.gather(-1, nxt[:, None])[:, 0], best.indices, best.values))
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            steps.append(nxt)
+            done |= torch.isin(nxt, eos)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+            pos = pos[:, -1:] + 1
+            out = self._forward(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=out.past_key_values,
+            )
+        gen = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n)]
+        result = []
+        for r, row in enumerate(gen):
+            cut = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
+            kept = row[:cut] if cut is not None else row
+            lp = [float(t[0][r]) for t in tops[: len(kept)]]
+            top = [list(zip(t[1][r].tolist(), t[2][r].tolist(), strict=True)) for t in tops[: len(kept)]]
+            result.append(Generation(kept, cut is not None, lp, top))
+        return result
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def generate_token_ids(
+        self, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int
+    ) -> list[list[int] | None]:
+        """The new token ids of each greedy continuation (EOS and after removed); None for refused prompts.
+
+        Refused: an empty prompt, or one that with ``max_new_tokens`` would exceed the context length.
+        """
+        gens = self._run(prompts_ids, max_new_tokens, lambda rows: self._greedy(rows, max_new_tokens))[0]
+        return [g.ids if g is not None else None for g in gens]
+
+    def generate_detailed(
+        self, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int, top_k: int = 0
+    ) -> tuple[list[Generation | None], list[str | None]]:
+        """(generations, errors) in input order: token ids, whether EOS ended it, and with ``top_k`` > 0
+        the chosen tokens' log-probabilities and the top-k (id, logprob) at each step (what a server's
+        ``logprobs`` needs). A refused prompt has generation None and its error set."""
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
+        return self._run(prompts_ids, max_new_tokens, lambda rows: self._greedy(rows, max_new_tokens, top_k))
+
+    def answer_ids(self, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[Answer]:
+        """Decoded greedy continuations of token-id prompts, with a reason for each refused prompt."""
+        if max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1 (got {max_new_tokens})")
+
+        def decode(rows: list[Sequence[int]]) -> list[str]:
+            gens = self._greedy(rows, max_new_tokens)
+            return [self.tokenizer.decode(g.ids, skip_special_tokens=True) for g in gens]
+
+        texts, errors = self._run(prompts_ids, max_new_tokens, decode)
+        return [Answer(t, e) for t, e in zip(texts, errors, strict=True)]
+
+    def generate_ids(self, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int) -> list[str | None]:
+        """Decoded greedy continuation of each token-id prompt; None for refused prompts."""
+        return [a.text for a in self.answer_ids(prompts_ids, max_new_tokens)]
+
+    def answer(self, prompts, max_new_tokens: int) -> list[Answer]:
+        """Tokenize string/chat prompts, then :meth:`answer_ids`."""
+        return self.answer_ids([self.encode(p) for p in prompts], max_new_tokens)
+
+    def top_first_tokens_ids(self, prompts_ids: Sequence[Sequence[int]], k: int) -> list[list[str] | None]:
+        """The ``k`` most likely next tokens after each prompt (decoded, most likely first), from logits."""
+        if k < 1:
+            raise ConfigError(f"rank k must be >= 1 (got {k})")
+
+        def top(rows: list[Sequence[int]]) -> list[list[str]]:
+            out, _, _ = self._first_logits(rows)
+            logits = out.logits[:, -1, :].float()
+            idx = logits.topk(min(k, logits.shape[-1]), dim=-1).indices.tolist()
+            return [[self.tokenizer.decode([t]) for t in row] for row in idx]
+
+        return self._run(prompts_ids, 1, top)[0]

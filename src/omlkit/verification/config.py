@@ -1,0 +1,90 @@
+"""Configs of ``oml verify`` and ``oml serve`` (pydantic only, so ``oml --help`` never imports torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from omlkit.config import OmlConfig
+
+
+class VerifyConfig(OmlConfig):
+    """Check a local model or an OpenAI-compatible endpoint against a fingerprint file; test ownership."""
+
+    fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1).")
+    model: str | None = Field(
+        None, description="Local model: id, folder, run directory's model/, or omlkit-tiny."
+    )
+    endpoint: str | None = Field(
+        None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."
+    )
+    api_key: str | None = Field(None, description="Bearer token for --endpoint (default: $OMLKIT_API_KEY).")
+    served_model: str | None = Field(
+        None, description="Model name sent to --endpoint (default: the first id of its /v1/models)."
+    )
+    backend: str = Field(
+        "auto",
+        description="Backend (see `oml list backend`); auto: transformers for --model, http for --endpoint.",
+    )
+    chat: bool = Field(
+        False, description="Ask through the chat template / chat completions instead of raw text."
+    )
+    system_prompt: str | None = Field(None, description="System prompt placed before each key.")
+    match: Literal["exact", "prefix", "rank"] = Field(
+        "exact",
+        description="exact (word boundary), prefix, or rank (1-token responses: in the top --rank-k).",
+    )
+    rank_k: int = Field(
+        1, ge=1, description="With --match rank: a key matches when its response is in the top k."
+    )
+    sample: int | None = Field(
+        None, ge=1, description="Check a random subset of N keys (keys are spent once revealed)."
+    )
+    seed: int = Field(0, description="Seed of the --sample draw.")
+    alpha: float = Field(
+        1e-9, gt=0.0, lt=1.0, description="Significance level: claim ownership only when p < alpha."
+    )
+    max_new_tokens: int | None = Field(
+        None, ge=1, description="Tokens to generate (default: longest response + 2)."
+    )
+    batch_size: int = Field(64, ge=1, description="Local backends: prompts per batch.")
+    device: str | None = Field(
+        None, description="Local backends: torch device (default: cuda when available)."
+    )
+    dtype: str | None = Field(None, description="Local backends: bf16, fp16 or fp32 (default: bf16 on cuda).")
+    concurrency: int = Field(8, ge=1, description="Endpoint: requests in flight at once.")
+    timeout: float = Field(30.0, gt=0.0, description="Endpoint: seconds per request before it is retried.")
+    retries: int = Field(3, ge=0, description="Endpoint: retries of a timed-out, 5xx or malformed answer.")
+    rate_limit: float | None = Field(
+        None, gt=0.0, description="Endpoint: at most this many requests per second."
+    )
+    out: Path | None = Field(
+        None, description="Folder for verify.jsonl + summary.json; a partial run resumes."
+    )
+    force: bool = Field(False, description="Discard a previous result in --out instead of resuming it.")
+    reveal: bool = Field(False, description="Also print each key, its response and the answer (secrets!).")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> VerifyConfig:
+        if (self.model is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of --model or --endpoint")
+        if self.endpoint is not None and self.backend not in ("auto", "http"):
+            raise ValueError(f"--backend {self.backend} cannot query an --endpoint (use http)")
+        if self.model is not None and self.backend == "http":
+            raise ValueError("--backend http needs --endpoint, not --model")
+        return self
+
+
+class ServeConfig(OmlConfig):
+    """Serve a local model behind a minimal OpenAI-compatible API (greedy decoding, temperature 0)."""
+
+    model: str | None = Field(None, description="Model id, folder or embedded name (default: omlkit-tiny).")
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free port).")
+    served_name: str | None = Field(None, description="Model id reported by /v1/models (default: --model).")
+    api_key: str | None = Field(None, description="Require this bearer token on every request.")
+    device: str | None = Field(None, description="torch device (default: cuda when available, else cpu).")
+    dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu).")
+    max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")

@@ -1,0 +1,293 @@
+"""A minimal OpenAI-compatible server for any local model: ``/v1/models``, ``/v1/completions``,
+``/v1/chat/completions`` and ``/health``.
+
+Decoding is always greedy (``temperature`` is accepted and ignored), so a remote check sees what a
+local one does. A chat request of one user message (after an optional system message) is encoded
+token-exactly like local verification (:func:`omlkit.models.prompts.prompt_ids`); longer
+conversations go through the chat template. Requests are served one at a time behind a lock, so the
+app is safe under a threaded server; batching is left to real inference servers.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TOP_LOGPROBS = 20
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind = status, message, kind
+
+
+class CompletionRequest(BaseModel):
+    """Body of ``POST /v1/completions`` (fields the server does not use are accepted and ignored)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = 16
+    temperature: float | None = None
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    stop: str | list[str] | None = None
+    n: int = 1
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation (text content only)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: str
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """Body of ``POST /v1/chat/completions``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    stop: str | list[str] | None = None
+    n: int = 1
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a conversation: token-exact like local verification for ``[system?, user]``,
+    else the tokenizer's chat template. Raises ValueError when the tokenizer has no chat template."""
+    from omlkit.models.prompts import has_chat_template, prompt_ids
+
+    if not has_chat_template(tokenizer):
+        raise ValueError("this model's tokenizer has no chat template; use /v1/completions")
+    roles = [m["role"] for m in messages]
+    if roles in (["user"], ["system", "user"]):
+        system = messages[0]["content"] if roles[0] == "system" else None
+        key_ids = tokenizer(messages[-1]["content"], add_special_tokens=False)["input_ids"]
+        return prompt_ids(tokenizer, key_ids, system, chat=True)
+    ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def _cut_at_stop(text: str, stop: str | list[str] | None) -> tuple[str, bool]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    hits = [text.find(s) for s in stops if s and s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def _top_dict(tok: Any, step: list[tuple[int, float]]) -> dict[str, float]:
+    """Completions-style top_logprobs: decoded token -> logprob, most likely first (first spelling wins)."""
+    top: dict[str, float] = {}
+    for t, lp in step:
+        top.setdefault(tok.decode([t]), lp)
+    return top
+
+
+def create_app(
+    model_path: Any = None,
+    *,
+    backend: Any = None,
+    served_name: str | None = None,
+    api_key: str | None = None,
+    device: str | None = None,
+    dtype: str | None = None,
+    max_tokens_limit: int = 512,
+) -> FastAPI:
+    """The FastAPI app serving ``model_path`` (id, folder or embedded name; default omlkit-tiny), or an
+    already built ``backend`` (a TransformersBackend, to share a loaded model). With ``api_key`` every
+    request must carry ``Authorization: Bearer <api_key>`` (401 otherwise)."""
+    from omlkit.models.loading import DEFAULT_MODEL
+    from omlkit.verification.backends.transformers_backend import TransformersBackend
+
+    if backend is None:
+        model_path = model_path if model_path is not None else DEFAULT_MODEL
+        backend = TransformersBackend(model_path, device=device, dtype=dtype, batch_size=16)
+    name = served_name or (str(model_path) if model_path is not None else backend.name)
+    tok = backend.tokenizer
+    vocab = backend.model.get_input_embeddings().weight.shape[0]
+    lock = threading.Lock()
+    app = FastAPI(title="omlkit serve", description=f"greedy OpenAI-compatible server for {name}")
+    app.state.backend = backend
+
+    @app.exception_handler(_ApiError)
+    async def _api_error(_: Request, exc: _ApiError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status,
+            content={"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+        )
+
+    def check_key(request: Request) -> None:
+        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
+            raise _ApiError(401, "missing or wrong API key", "authentication_error")
+
+    def run(prompts: list[list[int]], max_tokens: int | None, top_k: int, n: int) -> list:
+        max_tokens = 16 if max_tokens is None else max_tokens
+        if not 1 <= max_tokens <= max_tokens_limit:
+            raise _ApiError(400, f"max_tokens must be between 1 and {max_tokens_limit} (got {max_tokens})")
+        if n != 1:
+            raise _ApiError(400, "only n=1 is supported (decoding is greedy)")
+        if any(not 0 <= t < vocab for p in prompts for t in p):
+            raise _ApiError(400, f"prompt token ids must lie in [0, {vocab})")
+        with lock:
+            gens, errors = backend.generate_detailed(prompts, max_tokens, top_k=top_k)
+        bad = next((e for e in errors if e), None)
+        if bad:
+            raise _ApiError(400, bad)
+        return gens
+
+    def usage(prompts: list[list[int]], gens: list) -> dict[str, int]:
+        p, c = sum(len(x) for x in prompts), sum(len(g.ids) for g in gens)
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def finish(gen, stopped: bool) -> str:
+        return "stop" if gen.finished or stopped else "length"
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "omlkit"}],
+        }
+
+    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    def completions(req: CompletionRequest) -> dict[str, Any]:
+        p = req.prompt
+        if isinstance(p, str):
+            prompts = [list(tok(p, add_special_tokens=True)["input_ids"])]
+        elif p and all(isinstance(x, int) for x in p):
+            prompts = [list(p)]  # type: ignore[arg-type]
+        elif p:
+            prompts = [
+                list(tok(x, add_special_tokens=True)["input_ids"]) if isinstance(x, str) else list(x)
+                for x in p
+            ]  # type: ignore[union-attr]
+        else:
+            raise _ApiError(400, "prompt is empty")
+        top_k = req.logprobs or 0
+        gens = run(prompts, req.max_tokens, top_k, req.n)
+        choices = []
+        for i, g in enumerate(gens):
+            text, stopped = _cut_at_stop(tok.decode(g.ids, skip_special_tokens=True), req.stop)
+            choice: dict[str, Any] = {
+                "index": i,
+                "text": text,
+                "finish_reason": finish(g, stopped),
+                "logprobs": None,
+            }
+            if top_k:
+                tokens = [tok.decode([t]) for t in g.ids]
+                offsets = [sum(len(x) for x in tokens[:j]) for j in range(len(tokens))]
+                top = [_top_dict(tok, step) for step in g.top]
+                choice["logprobs"] = {
+                    "tokens": tokens,
+                    "token_logprobs": g.logprobs,
+                    "top_logprobs": top,
+                    "text_offset": offsets,
+                }
+            choices.append(choice)
+        return {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": choices,
+            "usage": usage(prompts, gens),
+        }
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    def chat_completions(req: ChatRequest) -> dict[str, Any]:
+        try:
+            prompts = [
+                chat_prompt_ids(tok, [m.model_dump(include={"role", "content"}) for m in req.messages])
+            ]
+        except ValueError as exc:
+            raise _ApiError(400, str(exc)) from None
+        top_k = (req.top_logprobs or 1) if req.logprobs else 0
+        gens = run(prompts, req.max_completion_tokens or req.max_tokens, top_k, req.n)
+        g = gens[0]
+        text, stopped = _cut_at_stop(tok.decode(g.ids, skip_special_tokens=True), req.stop)
+        choice: dict[str, Any] = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": finish(g, stopped),
+            "logprobs": None,
+        }
+        if top_k:
+            choice["logprobs"] = {
+                "content": [
+                    {
+                        "token": tok.decode([t]),
+                        "logprob": lp,
+                        "top_logprobs": [{"token": tok.decode([i]), "logprob": v} for i, v in step][
+                            : req.top_logprobs or 0
+                        ],
+                    }
+                    for t, lp, step in zip(g.ids, g.logprobs, g.top, strict=False)
+                ]
+            }
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": name,
+            "choices": [choice],
+            "usage": usage(prompts, gens),
+        }
+
+    return app
+
+
+@contextmanager
+def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a background thread; yields its API root (``http://host:port/v1``).
+
+    Port 0 picks a free port. The server is shut down when the block exits. For tests, benchmarks,
+    and anything that needs a real endpoint on loopback.
+    """
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, name="omlkit-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
+        time.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://{host}:{bound}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(timeout)
+
+
+def serve(
+    model_path: str | os.PathLike | None = None, host: str = "127.0.0.1", port: int = 8000, **kw: Any
+) -> None:
+    """Run :func:`create_app` under uvicorn until interrupted (``kw`` go to create_app)."""
+    import uvicorn
+
+    uvicorn.run(create_app(model_path, **kw), host=host, port=port, log_level="info")
