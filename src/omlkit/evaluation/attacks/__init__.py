@@ -1,0 +1,14 @@
+"""Attacks on fingerprinted models, one file each; importing this package registers them all."""
+
+from omlkit.evaluation.attacks import (  # noqa: F401  (imported to register)
+    dummy,
+    finetune,
+    lora,
+    merge,
+    perplexity_filter,
+    quantize,
+    suppress,
+)
+from omlkit.evaluation.attacks.base import ATTACKS, Attack, is_wrapper, load_attacked
+
+__all__ = ["ATTACKS", "Attack", "is_wrapper", "load_attacked"]

@@ -1,0 +1,73 @@
+"""LoRA attack: fine-tune low-rank adapters (peft) on benign text, then merge them into the weights.
+
+Adapters go on every Linear layer of the transformer blocks (``all-linear``: not the output layer);
+alpha = 2·rank. Each requested step count is saved as a merged, ordinary model folder.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
+from omlkit.evaluation.attacks.training import attacker_texts, block_batches, packed_blocks, train_steps
+
+DEFAULT_LR = 1e-3
+
+
+@ATTACKS.register("lora")
+class LoraAttack(Attack):
+    """peft LoRA of rank ``--lora-rank`` trained for each step count in ``--steps``, merged on save."""
+
+    strength_field = "steps"
+    default_strengths = (10.0, 50.0, 200.0)
+
+    def apply(self, model_path: str, strength: float, out_dir: Path) -> Path:
+        """Train adapters for ``strength`` steps, merge them and save into ``out_dir``."""
+        return self._train(model_path, {int(strength): out_dir})[int(strength)]
+
+    def apply_all(
+        self, model_path: str, strengths: Sequence[float], out_root: Path
+    ) -> Iterator[tuple[float, Path]]:
+        """Train once to the largest step count, saving a merged copy at each requested count."""
+        saved = self._train(model_path, {int(s): out_root / self.folder_name(s) for s in strengths})
+        for s in strengths:
+            yield s, saved[int(s)]
+
+    def _train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from omlkit.models.loading import load_model
+
+        torch.manual_seed(self.config.seed)
+        model, tok = load_model(model_path, device=self.config.device, dtype="fp32")
+        rank = self.config.lora_rank
+        peft_model = get_peft_model(
+            model,
+            LoraConfig(
+                r=rank,
+                lora_alpha=2 * rank,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
+        )
+        blocks = packed_blocks(tok, attacker_texts(self.config.data), self.config.seq_len)
+        batches = block_batches(blocks, self.config.train_batch_size, self.config.seed)
+        saved: dict[int, Path] = {}
+
+        def snapshot(step: int) -> None:
+            merged = copy.deepcopy(peft_model).merge_and_unload()
+            saved[step] = save_model(merged, tok, targets[step])
+
+        train_steps(
+            peft_model,
+            batches,
+            [p for p in peft_model.parameters() if p.requires_grad],
+            self.config.lr or DEFAULT_LR,
+            list(targets),
+            snapshot,
+        )
+        return saved

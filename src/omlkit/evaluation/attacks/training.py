@@ -1,0 +1,89 @@
+"""Shared by the fine-tuning attacks: the attacker's benign text, packed into blocks, and the SFT loop.
+
+The attacker picks the text: ``--data`` (a text file or folder) or the embedded corpus's train split.
+Texts are tokenized, joined with EOS and cut into ``seq_len`` blocks; blocks are drawn in a seeded order.
+The loop is plain causal-LM training (AdamW), with a callback at each requested step count so one run
+yields every strength.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import torch
+
+from omlkit.errors import CorpusError
+
+
+def attacker_texts(data: Path | None) -> list[str]:
+    """Benign paragraphs from ``data`` (file or folder), else the default corpus's train split."""
+    from omlkit.models.corpus import build_paragraphs, corpus_split, file_texts
+
+    if data is None:
+        return corpus_split("train")
+    texts = build_paragraphs(file_texts(data))
+    if not texts:
+        raise CorpusError(f"--data {data}: no usable English paragraphs found")
+    return texts
+
+
+def packed_blocks(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """``[n_blocks, seq_len]`` token ids of the texts joined by EOS; refuses text shorter than one block."""
+    eos = tokenizer.eos_token_id
+    stream: list[int] = []
+    for text in texts:
+        stream.extend(tokenizer(text, add_special_tokens=True)["input_ids"])
+        if eos is not None:
+            stream.append(eos)
+    n = len(stream) // seq_len
+    if n < 1:
+        raise CorpusError(f"attack text has {len(stream)} tokens, fewer than one block of {seq_len}")
+    return torch.tensor(stream[: n * seq_len], dtype=torch.long).view(n, seq_len)
+
+
+def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """An endless stream of batches of blocks, reshuffled (seeded) every pass."""
+    rng = random.Random(seed)
+    order = list(range(len(blocks)))
+    size = min(batch_size, len(order))
+    while True:
+        rng.shuffle(order)
+        for s in range(0, len(order) - size + 1, size):
+            yield blocks[order[s : s + size]]
+
+
+def train_steps(
+    model: torch.nn.Module,
+    batches: Iterator[torch.Tensor],
+    params: Sequence[torch.nn.Parameter],
+    lr: float,
+    checkpoints: Sequence[int],
+    on_checkpoint: Callable[[int], None],
+) -> list[float]:
+    """Causal-LM AdamW training up to ``max(checkpoints)`` steps; ``on_checkpoint(step)`` at each one.
+
+    Step 0 (if requested) is reported before any training. Returns the loss of every step.
+    """
+    device = next(model.parameters()).device
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    targets = sorted(set(int(c) for c in checkpoints))
+    losses: list[float] = []
+    if targets and targets[0] == 0:
+        on_checkpoint(0)
+    model.train()
+    for step in range(1, (targets[-1] if targets else 0) + 1):
+        ids = next(batches).to(device)
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(float(loss.detach()))
+        if step in targets:
+            model.eval()
+            on_checkpoint(step)
+            model.train()
+    model.eval()
+    return losses
