@@ -1,0 +1,174 @@
+"""Protocol commands: ``oml keys``, ``platform``, ``host proxy``, ``prove`` and ``verify-record``.
+
+Each command builds a config and calls one library function; web, database and crypto imports stay
+inside the command bodies.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from omlkit.commands._app import app
+from omlkit.config import config_command
+from omlkit.protocol.config import (
+    PlatformConfig,
+    ProveConfig,
+    ProxyConfig,
+    RegisterHostConfig,
+    RegisterModelConfig,
+    resolve_admin_token,
+)
+
+keys_app = typer.Typer(
+    help="Create and inspect protocol key pairs (secp256k1, Ethereum addresses).", no_args_is_help=True
+)
+platform_app = typer.Typer(
+    help="The OML platform: ledger, permissions, registration, verification.", no_args_is_help=True
+)
+host_app = typer.Typer(help="Run a compliant host.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(platform_app, name="platform")
+app.add_typer(host_app, name="host")
+
+
+def _print(obj: object) -> None:
+    typer.echo(json.dumps(obj, indent=1))
+
+
+@keys_app.command("new")
+def keys_new(
+    out: Path = typer.Option(..., "--out", help="Key file to write (mode 0600)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing key file."),
+) -> None:
+    """Create a new key pair; prints its address (the private key is only written to the file)."""
+    from omlkit.protocol.identity import Identity
+
+    identity = Identity.new()
+    identity.save(out, overwrite=force)
+    typer.echo(identity.address)
+
+
+@keys_app.command("address")
+def keys_address(key: Path = typer.Argument(..., help="Key file.")) -> None:
+    """Print the address of a key file."""
+    from omlkit.protocol.identity import Identity
+
+    typer.echo(Identity.load(key).address)
+
+
+def _serve_platform(cfg: PlatformConfig) -> None:
+    from omlkit.protocol.platform_app import serve
+
+    serve(cfg)
+
+
+def _register_model(cfg: RegisterModelConfig) -> None:
+    from omlkit.fingerprints import FingerprintSet
+    from omlkit.protocol.client import PlatformClient
+    from omlkit.protocol.messages import make_registration
+
+    token = resolve_admin_token(cfg.admin_token)
+    fp_set = FingerprintSet.load(cfg.fingerprints)
+    if cfg.reveal_out.exists() and not cfg.force:
+        from omlkit.errors import ProtocolError
+
+        raise ProtocolError(f"{cfg.reveal_out} already exists (pass --force to overwrite)")
+    request, reveal = make_registration(fp_set, cfg.model_id, cfg.match)
+    reveal.save(cfg.reveal_out, overwrite=cfg.force)  # before registering: salts must never be lost
+    with PlatformClient(cfg.platform, admin_token=token) as client:
+        _print(client.register_model(request))
+
+
+def _register_host(cfg: RegisterHostConfig) -> None:
+    from omlkit.errors import ConfigError
+    from omlkit.protocol.client import PlatformClient
+    from omlkit.protocol.identity import Identity
+    from omlkit.protocol.messages import RegisterHost
+
+    if (cfg.address is None) == (cfg.key is None):
+        raise ConfigError("register-host: give exactly one of --address or --key")
+    address = cfg.address or Identity.load(cfg.key).address
+    with PlatformClient(cfg.platform, admin_token=resolve_admin_token(cfg.admin_token)) as client:
+        _print(client.register_host(RegisterHost(address=address, name=cfg.name)))
+
+
+config_command(platform_app, "serve", PlatformConfig, _serve_platform)
+config_command(platform_app, "register-model", RegisterModelConfig, _register_model)
+config_command(platform_app, "register-host", RegisterHostConfig, _register_host)
+
+
+@platform_app.command("violations")
+def platform_violations(
+    platform: str = typer.Option(..., "--platform", help="Platform base URL."),
+    host: str = typer.Option(None, "--host", help="Only this host's records."),
+) -> None:
+    """Print the platform's signed violation records as JSON."""
+    from omlkit.protocol.client import PlatformClient
+
+    with PlatformClient(platform) as client:
+        _print(client.violations(host))
+
+
+@platform_app.command("usage")
+def platform_usage(
+    platform: str = typer.Option(..., "--platform", help="Platform base URL."),
+    host: str = typer.Option(None, "--host", help="Only this host."),
+    model_id: str = typer.Option(None, "--model-id", help="Only this model."),
+) -> None:
+    """Print permission counts per host and model."""
+    from omlkit.protocol.client import PlatformClient
+
+    with PlatformClient(platform) as client:
+        _print(client.usage(host, model_id))
+
+
+def _proxy(cfg: ProxyConfig) -> None:
+    from omlkit.protocol.host_proxy import serve
+
+    serve(cfg)
+
+
+config_command(host_app, "proxy", ProxyConfig, _proxy)
+
+
+def _prove(cfg: ProveConfig) -> None:
+    from omlkit.errors import ProtocolError
+    from omlkit.io import atomic_write_json
+    from omlkit.protocol.prover import prove
+
+    if cfg.out is not None and cfg.out.exists() and not cfg.force:
+        raise ProtocolError(f"{cfg.out} already exists (pass --force to overwrite)")
+    report = prove(cfg)
+    data = report.model_dump(mode="json")
+    if cfg.out is not None:
+        atomic_write_json(cfg.out, data)
+    typer.echo(
+        f"{report.outcome}: {report.checked} keys, {report.permitted} permitted, "
+        f"{report.unpermitted_matched} unpermitted matched, p={report.p_value:.3g}"
+        + (f", violation {report.violation.id}" if report.violation else "")
+    )
+
+
+config_command(app, "prove", ProveConfig, _prove)
+
+
+@app.command("verify-record")
+def verify_record(
+    record: Path = typer.Argument(..., help="Violation record (or verification report) JSON."),
+    platform_address: str = typer.Option(..., "--platform-address", help="The platform's address (0x...)."),
+) -> None:
+    """Check a violation record offline with only the platform's address; exit 2 when it does not hold."""
+    from omlkit.errors import ProtocolError
+    from omlkit.protocol.messages import check_violation_record
+
+    if not record.is_file():
+        raise ProtocolError(f"record file {record} does not exist")
+    checked = check_violation_record(record.read_text(encoding="utf-8"), platform_address)
+    typer.echo(
+        f"valid: violation {checked.id} by host {checked.host} of model {checked.model_id!r} "
+        f"({checked.matched}/{checked.checked} keys matched without permission, p={checked.p_value:.3g}), "
+        f"signed by platform {checked.platform}"
+    )
