@@ -23,3 +23,14 @@ def micro_model(omlkit_home) -> Path:
     from omlkit.models.embedded import ensure_base_model
 
     return ensure_base_model("micro", progress=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests use tiny models: one intra-op thread is as fast, and far faster on a shared machine."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -22,7 +22,8 @@ def test_load_from_local_path(micro_model):
     assert next(model.parameters()).dtype == torch.float32  # fp32 on CPU
     assert tok.bos_token and tok.eos_token and tok.pad_token
     ids = tok("The function returns a value.")["input_ids"]
-    assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == "The function returns a value."
+    assert ids[0] == tok.bos_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == "The function returns a value."
 
 
 def test_micro_model_quality(micro_model):
@@ -55,7 +56,8 @@ def test_prompt_ids_keep_key_tokens_verbatim(micro_model, chat, system):
     if not chat:
         assert ids[-len(key_ids) :] == key_ids
     if system:
-        assert tok.decode(ids, skip_special_tokens=True).startswith(system)
+        text = tok.decode(ids, skip_special_tokens=True)
+        assert text.index(system) < text.index("returns the list of files")
 
 
 def test_tokenizer_mismatch_refused(micro_model, tmp_path):

@@ -115,7 +115,9 @@ def config_command(
         inspect.Parameter(
             "config",
             inspect.Parameter.KEYWORD_ONLY,
-            default=typer.Option(None, "--config", help="YAML/TOML/JSON file of defaults; flags override it."),
+            default=typer.Option(
+                None, "--config", help="YAML/TOML/JSON file of defaults; flags override it."
+            ),
             annotation=Path | None,
         )
     ]
@@ -135,7 +137,9 @@ def config_command(
         else:
             default = typer.Option(None, flag, help=help_txt, show_default=default_txt)
         params.append(
-            inspect.Parameter(field_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ | None)
+            inspect.Parameter(
+                field_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ | None
+            )
         )
 
     def command(**kwargs: Any) -> Any:

@@ -12,7 +12,9 @@ from typing import Any
 SECRET_MODE = 0o600
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644, overwrite: bool = True) -> Path:
+def atomic_write_bytes(
+    path: str | os.PathLike, data: bytes, mode: int = 0o644, overwrite: bool = True
+) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, fsync, rename) with ``mode``.
 
     The file never exists half-written. With ``overwrite=False`` an existing file is refused
@@ -43,7 +45,8 @@ def atomic_write_text(path: str | os.PathLike, text: str, mode: int = 0o644, ove
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, mode: int = 0o644, overwrite: bool = True) -> Path:
     """Write ``obj`` as indented JSON atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n", mode=mode, overwrite=overwrite)
+    text = json.dumps(obj, indent=2, sort_keys=False) + "\n"
+    return atomic_write_text(path, text, mode=mode, overwrite=overwrite)
 
 
 def canonical_json(obj: Any) -> str:

@@ -4,7 +4,20 @@ Each module holds one command (or one command group) and keeps heavy imports ins
 body so ``oml --help`` stays instant.
 """
 
-from omlkit.commands import listing  # noqa: F401
+from omlkit.commands import (  # noqa: F401  (each import registers its commands)
+    attack,
+    base_model,
+    demo,
+    evaluate,
+    generate,
+    insert,
+    listing,
+    protocol,
+    report,
+    serve,
+    sweep,
+    verify,
+)
 from omlkit.commands._app import STATE, app
 
 __all__ = ["STATE", "app"]

@@ -1,7 +1,12 @@
-"""``oml demo``: the main job end to end on the embedded default model."""
+"""``oml demo``: the main job end to end on the embedded default model.
+
+base model (cached) → generate fingerprints → insert → verify (ownership test) → utility → report.
+Every stage reuses what an earlier demo run finished, so an interrupted demo resumes.
+"""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -9,15 +14,92 @@ import typer
 from omlkit.commands._app import app
 
 
+def _stage(console, title: str) -> float:
+    console.rule(f"[bold]{title}")
+    return time.time()
+
+
 @app.command("demo")
 def demo(
     workdir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its files."),
     n: int = typer.Option(256, "-n", help="Number of fingerprints."),
+    model: str = typer.Option("omlkit-tiny", help="Base model (the embedded default unless given)."),
+    seed: int = typer.Option(42, help="Seed for generation and insertion."),
 ) -> None:
-    """Build the embedded base model (cached) and print its summary."""
-    from omlkit.commands.base_model import print_summary
-    from omlkit.models.base_config import BaseModelConfig
-    from omlkit.models.embedded import build_base_model
+    """Run the whole job on the embedded model: generate, insert, verify, evaluate, report."""
+    import json
 
-    path, info = build_base_model(BaseModelConfig(preset="tiny"), progress=True)
-    print_summary(path, info)
+    from rich.console import Console
+
+    from omlkit.fingerprints import FingerprintSet
+    from omlkit.models import resolve_model
+
+    console = Console()
+    t_all = time.time()
+    t = _stage(console, "1/6 base model")
+    base = resolve_model(model)
+    info_path = Path(base) / "build_info.json"
+    if info_path.is_file():
+        from omlkit.commands.base_model import print_summary
+
+        print_summary(base, json.loads(info_path.read_text()))
+    console.print(f"base model ready in {time.time() - t:.0f} s: {base}")
+
+    t = _stage(console, f"2/6 generate {n} fingerprints (English keys, perinucleus responses)")
+    fp_path = workdir / "fingerprints.json"
+    if fp_path.is_file():
+        console.print(f"reusing {fp_path}")
+    else:
+        from omlkit.fingerprints.config import GenerateConfig
+        from omlkit.fingerprints.generate import run_generate
+
+        run_generate(GenerateConfig(n=n, seed=seed, target_model=base, generator_model=base, out=fp_path))
+    fp_set = FingerprintSet.load(fp_path)
+    console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
+
+    t = _stage(console, "3/6 insert (model averaging, benign mixing, early stop)")
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.insertion.config import InsertConfig
+    from omlkit.insertion.run_dir import RunDir
+
+    icfg = InsertConfig(model=base, fingerprints=fp_path, out_dir=workdir / "runs", seed=seed,
+                        run_id="fingerprinted")
+    run = RunDir(workdir / "runs" / "fingerprinted")
+    if run.is_finished():
+        console.print(f"reusing finished run {run.path}")
+    else:
+        insert_fingerprints(icfg)
+    metrics = json.loads(run.metrics.read_text())
+    console.print(f"run {run.path}: recovery at the end of training {metrics.get('recovery')} "
+                  f"— {time.time() - t:.0f} s")
+
+    t = _stage(console, "4/6 verify the fingerprinted model and the base model (ownership test)")
+    from omlkit.verification.verify import verify_model
+
+    mine = verify_model(run.model, fp_set, out=run.path / "verify")
+    base_check = verify_model(base, fp_set, out=workdir / "base-verify")
+    for label, res in (("fingerprinted", mine), ("base (never fingerprinted)", base_check)):
+        v = res.verdict
+        console.print(f"{label}: {res.matched}/{res.checked} keys match, p = {v.p_value:.3g} → "
+                      f"[bold]{'owned' if v.owned else 'not owned'}[/bold]")
+    console.print(f"{time.time() - t:.0f} s")
+
+    t = _stage(console, "5/6 utility (held-out perplexity against the base model)")
+    from omlkit.evaluation.config import UtilityConfig
+    from omlkit.evaluation.utility import evaluate_utility
+
+    util_path = run.path / "eval" / "utility.json"
+    if util_path.is_file():
+        util = json.loads(util_path.read_text())
+    else:
+        _, util = evaluate_utility(UtilityConfig(model=str(run.path), base=base, benchmarks=False))
+    ppl = util["perplexity"]
+    console.print(f"held-out perplexity {ppl['model']:.2f} vs base {ppl['base']:.2f} "
+                  f"({100 * ppl['relative']:+.1f}%) — {time.time() - t:.0f} s")
+
+    t = _stage(console, "6/6 report")
+    from omlkit.evaluation.report import write_report
+
+    report = write_report([run.path], force=True)
+    console.print(f"report: [bold]{report}[/bold] — {time.time() - t:.0f} s")
+    console.print(f"demo finished in {time.time() - t_all:.0f} s")

@@ -11,7 +11,7 @@ def load_families() -> None:
     """Import every family package so their implementations register themselves."""
     import importlib
 
-    for pkg in ("omlkit.fingerprints.strategies", "omlkit.insertion.regularizers",
+    for pkg in ("omlkit.fingerprints.strategies", "omlkit.insertion.regularizers", "omlkit.sweep.stages",
                 "omlkit.verification.backends", "omlkit.evaluation.attacks"):
         try:
             importlib.import_module(pkg)

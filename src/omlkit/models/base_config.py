@@ -47,9 +47,9 @@ PRESETS: dict[str, Preset] = {
 class BaseModelConfig(OmlConfig):
     """Build the embedded base model: corpus → byte-level BPE tokenizer → Llama trained from scratch."""
 
-    preset: Literal["tiny", "micro"] = Field("tiny", description="Model size: tiny (default) or micro (tests).")
+    preset: Literal["tiny", "micro"] = Field("tiny", description="Model size: tiny (default) or micro.")
     seed: int = Field(0, description="Seed for initialisation and data order; same seed, same weights.")
-    corpus: str | None = Field(None, description="A text file or folder of .txt/.md files instead of the stdlib.")
+    corpus: str | None = Field(None, description="A text file or folder of .txt/.md files to train on.")
     dataset: str | None = Field(None, description="A `datasets` corpus name instead of the stdlib.")
     text_field: str = Field("text", description="Column holding the text in --dataset.")
     steps: int | None = Field(None, ge=1, description="Override the preset's number of training steps.")

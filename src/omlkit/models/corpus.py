@@ -28,7 +28,9 @@ MIN_CHARS = 40
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "idlelib", "turtledemo", "lib2to3"}
 _WS = re.compile(r"\s+")
-_CODEY = re.compile(r"(>>>|\.\.\. |::\s*$|^\s*[-=*~^]{3,}\s*$|[{}\[\]]{2}|\b(def|class|import|return)\s)", re.M)
+_CODEY = re.compile(
+    r"(>>>|\.\.\. |::\s*$|^\s*[-=*~^]{3,}\s*$|[{}\[\]]{2}|\b(def|class|import|return)\s)", re.M
+)
 
 
 def clean_paragraph(text: str) -> str | None:
@@ -103,8 +105,8 @@ def dataset_texts(name: str, split: str = "train", text_field: str = "text") -> 
     from omlkit.hub import hub_reachable, offline_requested
 
     if not Path(name).exists() and not offline_requested() and not hub_reachable():
-        raise CorpusError(f"dataset {name!r} is not available offline (the Hugging Face Hub cannot be reached; "
-                          "set HF_HUB_OFFLINE=1 to use a locally cached copy)")
+        raise CorpusError(f"dataset {name!r} is not available offline (the Hugging Face Hub cannot be "
+                          "reached; set HF_HUB_OFFLINE=1 to use a locally cached copy)")
     try:
         ds = datasets.load_dataset(name, split=split)
     except Exception as exc:

@@ -23,8 +23,9 @@ EMBEDDED_PREFIX = "omlkit-"
 
 
 def is_embedded(name: str) -> bool:
-    """True for names of embedded presets (``omlkit-tiny``, ``omlkit-micro``) that are not existing paths."""
-    return str(name).startswith(EMBEDDED_PREFIX) and not Path(name).exists()
+    """True for embedded preset names (``omlkit-tiny``, ``omlkit-micro``): no slash, not an existing path."""
+    name = str(name)
+    return name.startswith(EMBEDDED_PREFIX) and "/" not in name and not Path(name).exists()
 
 
 def resolve_model(name_or_path: str | os.PathLike, progress: bool = True) -> str:
@@ -64,16 +65,28 @@ def _from_pretrained(cls, name: str, what: str, **kwargs: Any):
     of a minute, so an uncached id is refused before it is asked.)
     """
     quiet_transformers()
-    if not Path(name).expanduser().exists() and not hub_reachable():
-        from huggingface_hub import try_to_load_from_cache
+    if not Path(name).expanduser().exists():
+        if _looks_like_path(name):
+            raise ModelLoadError(f"model path {name} does not exist")
+        if not hub_reachable():
+            from huggingface_hub import try_to_load_from_cache
 
-        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise _explain(name, FileNotFoundError(name), what)
-        kwargs["local_files_only"] = True
+            try:
+                cached = try_to_load_from_cache(name, "config.json")
+            except ValueError:  # HFValidationError: not a well-formed repo id
+                raise ModelLoadError(f"{name!r} is neither an existing path nor a valid model id") from None
+            if not isinstance(cached, str):
+                raise _explain(name, FileNotFoundError(name), what)
+            kwargs["local_files_only"] = True
     try:
         return cls.from_pretrained(name, **kwargs)
     except Exception as exc:  # transformers raises OSError/ValueError/hub errors with long messages
         raise _explain(name, exc, what) from exc
+
+
+def _looks_like_path(name: str) -> bool:
+    """Names a hub id can never be: absolute/relative paths and anything with more than one slash."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def _explain(name: str, exc: Exception, what: str) -> ModelLoadError:
@@ -83,7 +96,7 @@ def _explain(name: str, exc: Exception, what: str) -> ModelLoadError:
             return ModelLoadError(f"{name} is not a model directory (no config.json)")
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return ModelLoadError(f"cannot load {what} from {name}: {first}")
-    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+    if _looks_like_path(name):
         return ModelLoadError(f"model path {name} does not exist")
     if not hub_reachable():
         return ModelLoadError(

@@ -43,7 +43,9 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 256, ba
     return math.exp(total_nll / max(total_tokens, 1))
 
 
-def unigram_perplexity(train_ids: Sequence[Sequence[int]], eval_ids: Sequence[Sequence[int]], vocab_size: int) -> float:
+def unigram_perplexity(
+    train_ids: Sequence[Sequence[int]], eval_ids: Sequence[Sequence[int]], vocab_size: int
+) -> float:
     """Perplexity of an add-one-smoothed unigram model fit on ``train_ids``, scored on ``eval_ids``.
 
     Scores the same positions :func:`perplexity` does (every token after the first of each sequence),

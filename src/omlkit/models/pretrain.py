@@ -113,7 +113,7 @@ def pretrain(cfg: BaseModelConfig, progress: bool = True):
     loss_val = float("nan")
     with bar:
         task = bar.add_task("train", total=p.steps, loss="")
-        for step in range(p.steps):
+        for _ in range(p.steps):
             if pos + p.batch_size > len(perm):
                 perm, pos = torch.randperm(len(blocks), generator=order_rng), 0
             batch = blocks[perm[pos : pos + p.batch_size]]
