@@ -66,6 +66,9 @@ def test_tokenizer_mismatch_refused(micro_model, tmp_path):
     with pytest.raises(ModelLoadError, match="do not belong together"):
         check_tokenizer_fits(model, tok)
     assert tokenizer_sha(tok) == tokenizer_sha(load_tokenizer(micro_model))
+    before = tokenizer_sha(tok)
+    tok(["some text to truncate"], truncation=True, max_length=4, padding="max_length")
+    assert tokenizer_sha(tok) == before, "using a tokenizer must not change its identity"
 
 
 def test_build_is_deterministic_by_seed(tmp_path):

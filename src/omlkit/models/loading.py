@@ -157,7 +157,13 @@ def tokenizer_sha(tokenizer) -> str:
     """A content hash of a tokenizer (its vocabulary, merges and special tokens) — 16 hex chars."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        blob = backend.to_str()
+        import json
+
+        state = json.loads(backend.to_str())
+        # truncation/padding are call-time settings a tokenizer picks up as it is used, not its identity
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        blob = json.dumps(state, sort_keys=True)
     else:
         vocab = tokenizer.get_vocab()
         blob = repr(sorted(vocab.items()))
