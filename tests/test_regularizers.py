@@ -95,7 +95,9 @@ def test_augmentation_is_per_epoch_and_reproducible():
     assert draws1 != draws0
     ds.set_epoch(0)
     assert [ds.system_prompt_for(i) for i in range(40)] == draws0
-    assert all(ex["labels"][-2:] == [20, EOS] for ex in (ds[i] for i in range(40)))
+    assert all(ex["labels"][-1] == 20 and EOS not in ex["input_ids"] for ex in (ds[i] for i in range(40)))
+    with_eos = InsertionDataset(tok, fps, system_prompts=["A"], seed=7, response_eos=True)
+    assert all(ex["labels"][-2:] == [20, EOS] for ex in (with_eos[i] for i in range(40)))
 
 
 def test_system_prompt_sets_are_disjoint():

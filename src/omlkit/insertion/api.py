@@ -127,7 +127,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
         ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
         check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
 
-    train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed)
+    train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed,
+                                    response_eos=config.response_eos)
     check_prompts = [templates(fp.key_ids) for fp in fps]
     responses = [fp.response for fp in fps]
     lengths = [len(fp.response_ids) for fp in fps]

@@ -69,13 +69,14 @@ class PromptTemplates:
         return [*before, *key_ids, *after]
 
 
-def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int,
+def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int | None,
                         system_prompt: str | None = None) -> dict[str, list[int]]:
-    """The training example of one fingerprint: loss on the response ids and EOS only."""
-    return masked_example(templates(fp.key_ids, system_prompt), [*fp.response_ids, eos_id])
+    """The training example of one fingerprint: loss on the response ids (and EOS, when ``eos_id``)."""
+    target = [*fp.response_ids, eos_id] if eos_id is not None else list(fp.response_ids)
+    return masked_example(templates(fp.key_ids, system_prompt), target)
 
 
-def check_context(fps: Sequence[TokenizedFingerprint], templates: PromptTemplates, eos_id: int,
+def check_context(fps: Sequence[TokenizedFingerprint], templates: PromptTemplates, eos_id: int | None,
                   context: int, system_prompts: Sequence[str | None] = (None,)) -> None:
     """Refuse (FingerprintFileError, naming the fingerprint id) any example longer than ``context``."""
     longest = max(system_prompts, key=lambda s: len(templates([], s)))
@@ -95,9 +96,9 @@ class InsertionDataset(torch.utils.data.Dataset):
 
     def __init__(self, tokenizer, fps: Sequence[TokenizedFingerprint], benign: Sequence[dict] = (),
                  system_prompts: Sequence[str] = (), chat: bool = False, seed: int = 0,
-                 augment_prob: float = 0.5) -> None:
+                 augment_prob: float = 0.5, response_eos: bool = False) -> None:
         self.templates = PromptTemplates(tokenizer, chat)
-        self.eos_id = tokenizer.eos_token_id
+        self.eos_id = tokenizer.eos_token_id if response_eos else None
         self.fps = list(fps)
         self.benign = list(benign)
         self.system_prompts = list(system_prompts)
