@@ -115,7 +115,7 @@ class InsertConfig(OmlConfig):
 
     prompt_augmentation: bool = Field(False, description="Wrap keys in random training system prompts.")
     response_eos: bool = Field(
-        False, description="Also train EOS after each response (off: on small models it teaches EOS everywhere)."
+        False, description="Also train EOS after each response (off: small models learn EOS everywhere)."
     )
     chat: bool = Field(False, description="Train keys inside the tokenizer's chat template.")
 
