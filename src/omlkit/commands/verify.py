@@ -9,14 +9,6 @@ from omlkit.config import config_command
 from omlkit.verification.config import VerifyConfig
 
 
-def make_backend(cfg: VerifyConfig) -> Any:
-    """The backend named by ``--backend`` (auto: http for --endpoint, transformers for --model)."""
-    from omlkit.verification.backends import BACKENDS
-
-    name = cfg.backend if cfg.backend != "auto" else ("http" if cfg.endpoint else "transformers")
-    return BACKENDS.get(name).from_config(cfg)
-
-
 def print_result(result: Any, fp_set: Any, cfg: VerifyConfig) -> None:
     """Summary table and verdict; with ``--reveal`` also each key, its response and the answer."""
     from collections import Counter
@@ -64,25 +56,13 @@ def run_verify(cfg: VerifyConfig) -> Any:
     from rich.progress import Progress
 
     from omlkit.fingerprints import FingerprintSet
-    from omlkit.verification.verify import verify_fingerprints
+    from omlkit.verification.verify import verify_with_config
 
     fp_set = FingerprintSet.load(cfg.fingerprints)
-    with make_backend(cfg) as backend, Progress(transient=True) as bar:
+    with Progress(transient=True) as bar:
         task = bar.add_task("verifying", total=cfg.sample or len(fp_set))
-        result = verify_fingerprints(
-            fp_set,
-            backend,
-            system_prompt=cfg.system_prompt,
-            chat=cfg.chat,
-            match=cfg.match,
-            rank_k=cfg.rank_k,
-            sample=cfg.sample,
-            seed=cfg.seed,
-            alpha=cfg.alpha,
-            max_new_tokens=cfg.max_new_tokens,
-            out=cfg.out,
-            force=cfg.force,
-            progress=lambda done, total: bar.update(task, completed=done, total=total),
+        result = verify_with_config(
+            cfg, fp_set, progress=lambda done, total: bar.update(task, completed=done, total=total)
         )
     print_result(result, fp_set, cfg)
     return result

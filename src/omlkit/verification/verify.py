@@ -21,6 +21,7 @@ from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
 from omlkit.fingerprints import Fingerprint, FingerprintSet
 from omlkit.io import SECRET_MODE, atomic_write_json, atomic_write_text
 from omlkit.verification.backends.base import Answer, Backend, Prompt, TokenBackend
+from omlkit.verification.config import VerifyConfig
 from omlkit.verification.matching import MATCH_MODES, first_token_rank, response_matches
 from omlkit.verification.ownership import DEFAULT_ALPHA, OwnershipVerdict, null_rate, ownership_test
 
@@ -312,3 +313,35 @@ def verify_model(
         model_or_path, tokenizer, batch_size=batch_size or DEFAULT_BATCH_SIZE, device=device, dtype=dtype
     )
     return verify_fingerprints(fp_set, backend, **kw)
+
+
+def backend_name(cfg: VerifyConfig) -> str:
+    """The backend ``cfg`` names: ``--backend``, or (auto) http for an endpoint, transformers for a model."""
+    return cfg.backend if cfg.backend != "auto" else ("http" if cfg.endpoint else "transformers")
+
+
+def verify_with_config(
+    cfg: VerifyConfig,
+    fp_set: FingerprintSet | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyResult:
+    """Verify as ``cfg`` says (its backend, matching, sample, output folder); ``fp_set`` defaults to
+    ``cfg.fingerprints``. What :func:`verify_fingerprints` refuses, this refuses."""
+    from omlkit.verification.backends import BACKENDS
+
+    with BACKENDS.get(backend_name(cfg)).from_config(cfg) as backend:
+        return verify_fingerprints(
+            fp_set if fp_set is not None else cfg.fingerprints,
+            backend,
+            system_prompt=cfg.system_prompt,
+            chat=cfg.chat,
+            match=cfg.match,
+            rank_k=cfg.rank_k,
+            sample=cfg.sample,
+            seed=cfg.seed,
+            alpha=cfg.alpha,
+            max_new_tokens=cfg.max_new_tokens,
+            out=cfg.out,
+            force=cfg.force,
+            progress=progress,
+        )

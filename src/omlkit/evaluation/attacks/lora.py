@@ -7,35 +7,25 @@ alpha = 2·rank. Each requested step count is saved as a merged, ordinary model 
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
-from omlkit.evaluation.attacks.training import attacker_texts, block_batches, packed_blocks, train_steps
+from omlkit.evaluation.attacks.base import ATTACKS, save_model
+from omlkit.evaluation.attacks.training import (
+    SteppedTrainingAttack,
+    attacker_texts,
+    block_batches,
+    packed_blocks,
+    train_steps,
+)
 
 DEFAULT_LR = 1e-3
 
 
 @ATTACKS.register("lora")
-class LoraAttack(Attack):
+class LoraAttack(SteppedTrainingAttack):
     """peft LoRA of rank ``--lora-rank`` trained for each step count in ``--steps``, merged on save."""
 
-    strength_field = "steps"
-    default_strengths = (10.0, 50.0, 200.0)
-
-    def apply(self, model_path: str, strength: float, out_dir: Path) -> Path:
-        """Train adapters for ``strength`` steps, merge them and save into ``out_dir``."""
-        return self._train(model_path, {int(strength): out_dir})[int(strength)]
-
-    def apply_all(
-        self, model_path: str, strengths: Sequence[float], out_root: Path
-    ) -> Iterator[tuple[float, Path]]:
-        """Train once to the largest step count, saving a merged copy at each requested count."""
-        saved = self._train(model_path, {int(s): out_root / self.folder_name(s) for s in strengths})
-        for s in strengths:
-            yield s, saved[int(s)]
-
-    def _train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
+    def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
         import torch
         from peft import LoraConfig, get_peft_model
 

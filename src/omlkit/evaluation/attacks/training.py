@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from omlkit.errors import CorpusError
+from omlkit.evaluation.attacks.base import Attack
 
 
 def attacker_texts(data: Path | None) -> list[str]:
@@ -87,3 +88,27 @@ def train_steps(
             model.train()
     model.eval()
     return losses
+
+
+class SteppedTrainingAttack(Attack):
+    """An attack whose strength is a number of training steps. One training run serves every strength:
+    :meth:`train` saves a snapshot when it reaches each requested step count."""
+
+    strength_field = "steps"
+    default_strengths = (10.0, 50.0, 200.0)
+
+    def apply(self, model_path: str, strength: float, out_dir: Path) -> Path:
+        """Train for ``strength`` steps and save into ``out_dir``."""
+        return self.train(model_path, {int(strength): out_dir})[int(strength)]
+
+    def apply_all(
+        self, model_path: str, strengths: Sequence[float], out_root: Path
+    ) -> Iterator[tuple[float, Path]]:
+        """Train once to the largest step count, saving a snapshot at each requested count."""
+        saved = self.train(model_path, {int(s): out_root / self.folder_name(s) for s in strengths})
+        for s in strengths:
+            yield s, saved[int(s)]
+
+    def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
+        """Train, saving the model into ``targets[n]`` after step n; returns ``targets``."""
+        raise NotImplementedError

@@ -29,8 +29,7 @@ class VerifyStage(Stage):
         return bool((read_json(self.output(ctx)) or {}).get("complete"))
 
     def run(self, ctx: StageContext) -> dict[str, Any]:
-        from omlkit.verification.backends import BACKENDS
-        from omlkit.verification.verify import verify_fingerprints
+        from omlkit.verification.verify import verify_with_config
 
         cfg = self.config(
             ctx,
@@ -38,21 +37,7 @@ class VerifyStage(Stage):
             model=str(ctx.need("run_dir", self.name) / "model"),
             out=self.output(ctx).parent,
         )
-        name = cfg.backend if cfg.backend != "auto" else "transformers"
-        with BACKENDS.get(name).from_config(cfg) as backend:
-            result = verify_fingerprints(
-                cfg.fingerprints,
-                backend,
-                system_prompt=cfg.system_prompt,
-                chat=cfg.chat,
-                match=cfg.match,
-                rank_k=cfg.rank_k,
-                sample=cfg.sample,
-                seed=cfg.seed,
-                alpha=cfg.alpha,
-                max_new_tokens=cfg.max_new_tokens,
-                out=cfg.out,
-            )
+        result = verify_with_config(cfg)
         summary = result.summary()
         summary.pop("settings", None)
         return summary
