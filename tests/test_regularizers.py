@@ -17,6 +17,7 @@ from omlkit.insertion.dataset import (
     fingerprint_example,
     masked_example,
     n_benign,
+    text_examples,
 )
 from omlkit.insertion.regularizers import REGULARIZERS, build_regularizers
 from omlkit.insertion.regularizers.added_params import AddedParams
@@ -47,6 +48,15 @@ def tiny_llama(seed: int = 0):
 
 
 # --- masks and collator ---------------------------------------------------------------------------
+
+def test_text_examples_train_on_the_text_itself():
+    exs = text_examples(CharTokenizer(), ["abcdef", "xyz"], n=3, length=4, seed=0)
+    assert len(exs) == 3
+    for ex in exs:
+        assert ex["input_ids"][0] == BOS and len(ex["input_ids"]) <= 5
+        assert ex["labels"] == [IGNORE, *ex["input_ids"][1:]]  # loss on every text token, not on BOS
+    assert {tuple(ex["input_ids"][1:]) for ex in exs} <= {tuple(map(ord, "abcd")), tuple(map(ord, "xyz"))}
+
 
 def test_masked_example_labels_only_target():
     ex = masked_example([1, 5, 6], [7, 2])

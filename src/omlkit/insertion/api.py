@@ -197,7 +197,7 @@ def _benign(config: InsertConfig, run, model, tok, n: int, model_path: str, devi
         return []
     key = {"model": model_path, "n": n, "prompt_tokens": config.benign_prompt_tokens,
            "new_tokens": config.benign_new_tokens, "seed": config.seed,
-           "corpus": config.benign_corpus, "dataset": config.benign_dataset}
+           "corpus": config.benign_corpus, "dataset": config.benign_dataset, "target": config.benign_target}
 
     def make() -> list[dict]:
         from omlkit.models.corpus import corpus_split, load_corpus
@@ -206,6 +206,9 @@ def _benign(config: InsertConfig, run, model, tok, n: int, model_path: str, devi
             texts = load_corpus(config.benign_corpus, config.benign_dataset)["train"]
         else:
             texts = corpus_split("train")
+        if config.benign_target == "text":
+            length = config.benign_prompt_tokens + config.benign_new_tokens
+            return ds.text_examples(tok, texts, n, length, seed=config.seed)
         model.to(device)
         return ds.benign_examples(model, tok, texts, n, config.benign_prompt_tokens,
                                   config.benign_new_tokens, seed=config.seed)

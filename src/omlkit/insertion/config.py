@@ -98,6 +98,9 @@ class InsertConfig(OmlConfig):
     benign_fraction: float = Field(
         0.25, ge=0.0, lt=1.0, description="β: share of training examples that are benign self-continuations."
     )
+    benign_target: Literal["self", "text"] = Field(
+        "self", description="Benign targets: the base model's greedy continuations, or the text itself."
+    )
     benign_corpus: str | None = Field(None, description="Text file/folder of benign prompts.")
     benign_dataset: str | None = Field(None, description="A `datasets` corpus for benign prompts.")
     benign_prompt_tokens: int = Field(16, ge=1, description="Tokens of corpus text used as a benign prompt.")

@@ -190,6 +190,15 @@ def benign_examples(model, tokenizer, texts: Sequence[str], n: int, prompt_token
     return [masked_example(p, c) for p, c in zip(prompts, conts, strict=True) if c]
 
 
+def text_examples(tokenizer, texts: Sequence[str], n: int, length: int = 32,
+                  seed: int = 0) -> list[dict[str, list[int]]]:
+    """``n`` benign examples of real text (the first ``length`` tokens of random texts) with the loss on
+    every token but the special prefix: plain language modelling on the corpus, no model needed."""
+    prefix = len(PromptTemplates(tokenizer)([]))
+    return [masked_example(ids[:prefix], ids[prefix:])
+            for ids in benign_prompts(texts, tokenizer, n, length, seed) if len(ids) > prefix + 1]
+
+
 def cached_benign(path: Path, key: dict, make, write: bool = True) -> list[dict[str, list[int]]]:
     """Benign examples from ``path`` when it was made with the same ``key``; else ``make()`` (and cache
     them there when ``write``)."""
