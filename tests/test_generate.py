@@ -23,13 +23,10 @@ from omlkit.models.prompts import prompt_ids
 
 @pytest.fixture(scope="module")
 def micro(micro_model):
-    """(model, tokenizer) of the micro model, single-threaded (tiny matrices; see test_strategies)."""
+    """(model, tokenizer) of the micro model (conftest keeps torch on one thread)."""
     from omlkit.models.loading import load_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(micro_model, device="cpu")
-    torch.set_num_threads(threads)
+    return load_model(micro_model, device="cpu")
 
 
 def _cfg(micro_model, **overrides) -> GenerateConfig:

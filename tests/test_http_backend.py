@@ -166,17 +166,6 @@ def test_concurrency_limit_and_rate_limit(flaky):
 # -- against `oml serve` on the micro model -------------------------------------------------------
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Decode on one thread: on a busy shared CPU, OpenMP spin-waits make 2 threads ~10x slower."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def local(micro_model):
     from omlkit.verification.backends.transformers_backend import TransformersBackend

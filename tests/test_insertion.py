@@ -47,15 +47,6 @@ def micro_tok(micro_model):
     return load_tokenizer(micro_model)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (and do not fight other tests for cores)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def fp_file(tmp_path: Path, tok, n: int, seed: int = 0) -> Path:
     path = tmp_path / f"fp-{n}-{seed}.json"
     if not path.exists():

@@ -26,16 +26,10 @@ CUSTOM_KEYS = [
 
 @pytest.fixture(scope="module")
 def micro(micro_model):
-    """(model, tokenizer) of the micro model, run single-threaded: on matrices this small, thread
-    synchronisation costs far more than it saves (100x slower on a busy 2-core machine)."""
-    import torch
-
+    """(model, tokenizer) of the micro model (conftest keeps torch on one thread)."""
     from omlkit.models.loading import load_model
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(micro_model, device="cpu")
-    torch.set_num_threads(threads)
+    return load_model(micro_model, device="cpu")
 
 
 @pytest.fixture(scope="module")
