@@ -55,13 +55,22 @@ class BaseModelConfig(OmlConfig):
     steps: int | None = Field(None, ge=1, description="Override the preset's number of training steps.")
     out: Path | None = Field(None, description="Folder to write the model to (default: the omlkit cache).")
     force: bool = Field(False, description="Rebuild even if the model already exists.")
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="CPU training precision; auto: bf16 autocast only where the CPU has native bf16."
+    )
 
     def preset_params(self) -> Preset:
         """The preset with any override applied."""
         p = PRESETS[self.preset]
         return p.model_copy(update={"steps": self.steps}) if self.steps else p
 
+    def resolved_precision(self) -> str:
+        """``precision`` with ``auto`` resolved for this machine (bf16 and fp32 builds differ in weights)."""
+        from omlkit.hardware import cpu_precision
+
+        return cpu_precision(self.precision)
+
     def cache_name(self) -> str:
         """Folder name in the cache: preset plus a hash of everything that changes the weights."""
-        recipe = self.model_copy(update={"out": None, "force": False})
+        recipe = self.model_copy(update={"out": None, "force": False, "precision": self.resolved_precision()})
         return f"omlkit-{self.preset}-{recipe.config_hash(self.preset_params().model_dump_json(), length=10)}"

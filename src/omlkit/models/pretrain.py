@@ -104,6 +104,7 @@ def pretrain(cfg: BaseModelConfig, progress: bool = True):
     sched = get_cosine_schedule_with_warmup(opt, p.warmup, p.steps)
     order_rng = torch.Generator().manual_seed(cfg.seed)
     perm, pos = torch.randperm(len(blocks), generator=order_rng), 0
+    bf16 = cfg.resolved_precision() == "bf16"
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -118,7 +119,7 @@ def pretrain(cfg: BaseModelConfig, progress: bool = True):
                 perm, pos = torch.randperm(len(blocks), generator=order_rng), 0
             batch = blocks[perm[pos : pos + p.batch_size]]
             pos += p.batch_size
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 loss = model(input_ids=batch[:, :-1], labels=batch[:, :-1]).loss
             # labels=input_ids: transformers shifts internally, so the last column is only a target
             loss.backward()
