@@ -19,8 +19,9 @@ from omlkit.insertion.dataset import (
     n_benign,
     text_examples,
 )
-from omlkit.insertion.regularizers import REGULARIZERS, build_regularizers
+from omlkit.insertion.regularizers import REGULARIZERS, RegularizerContext, build_regularizers
 from omlkit.insertion.regularizers.added_params import AddedParams
+from omlkit.insertion.regularizers.kl_to_base import KLToBase, kl_to_reference
 from omlkit.insertion.regularizers.l2_to_base import l2_distance
 from omlkit.insertion.regularizers.model_averaging import AveragingCallback, lerp_to_base
 
@@ -45,6 +46,18 @@ def tiny_llama(seed: int = 0):
     cfg = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
     return LlamaForCausalLM(cfg)
+
+
+class SmallVocabTokenizer(CharTokenizer):
+    """Character ids folded into tiny_llama's 64-token vocabulary."""
+
+    def __call__(self, text, add_special_tokens=True):
+        return {"input_ids": ([BOS] if add_special_tokens else []) + [3 + ord(c) % 61 for c in text]}
+
+
+def corpus_context(seed: int = 0, rank: int = 0) -> RegularizerContext:
+    texts = ["the quick brown fox jumps over the lazy dog " * 4, "a b c d e f g h i j k l m n o p " * 4]
+    return RegularizerContext(tokenizer=SmallVocabTokenizer(), texts=lambda: texts, seed=seed, rank=rank)
 
 
 # --- masks and collator ---------------------------------------------------------------------------
@@ -171,6 +184,7 @@ def test_regularizer_trains_and_saves(name, tmp_path):
 
     cfg = REGULARIZERS.get(name).config_cls()
     (reg,) = build_regularizers([cfg])
+    reg.attach(corpus_context())
     model = reg.prepare(tiny_llama())
     params = [p for p in model.parameters() if p.requires_grad]
     assert params, "something must train"
@@ -220,6 +234,55 @@ def test_model_averaging_snapshot_is_taken_at_prepare():
     reg.callbacks()[0].on_step_end(None, None, None, model=model)
     for n, p in model.named_parameters():
         torch.testing.assert_close(p, ref[n])  # λ = 1: back to the base exactly
+
+
+def test_kl_to_base_is_zero_at_the_base_and_pulls_a_moved_model_back():
+    model = tiny_llama()
+    reg = KLToBase(icfg.KLToBaseConfig(strength=2.0, batch_size=3, length=8))
+    reg.attach(corpus_context())
+    model = reg.prepare(model)
+    assert float(reg.loss_term(model).detach()) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight))
+    term = reg.loss_term(model)
+    assert float(term.detach()) > 0.01
+    term.backward()
+    with torch.no_grad():  # a small step along -grad lowers the KL: the term pulls towards the base
+        for p in model.parameters():
+            if p.grad is not None:
+                p.sub_(1e-2 * p.grad)
+    reg.micro -= 1  # the same windows again
+    assert float(reg.loss_term(model).detach()) < float(term.detach())
+
+
+def test_kl_to_base_windows_depend_on_step_and_rank_only():
+    def draws(rank: int, step: int) -> torch.Tensor:
+        reg = KLToBase(icfg.KLToBaseConfig(batch_size=4, length=8))
+        reg.attach(corpus_context(seed=3, rank=rank))
+        reg.prepare(tiny_llama())
+        reg.step = step
+        return reg.windows()
+
+    assert torch.equal(draws(0, 5), draws(0, 5))  # a resumed run draws the same windows
+    assert not torch.equal(draws(0, 5), draws(0, 6))
+    assert not torch.equal(draws(0, 5), draws(1, 5))  # processes see different text
+    assert draws(0, 5).shape == (4, 8)
+
+
+def test_kl_to_reference_matches_the_definition():
+    logits, ref = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
+    p = ref.softmax(-1)
+    expected = (p * (p.log() - logits.log_softmax(-1))).sum(-1).mean()
+    torch.testing.assert_close(kl_to_reference(logits, ref), expected)
+
+
+def test_kl_to_base_refuses_a_corpus_shorter_than_a_window():
+    from omlkit.errors import CorpusError
+
+    reg = KLToBase(icfg.KLToBaseConfig(length=64))
+    reg.attach(RegularizerContext(tokenizer=SmallVocabTokenizer(), texts=lambda: ["too short"]))
+    with pytest.raises(CorpusError, match="fewer than one window"):
+        reg.prepare(tiny_llama())
 
 
 def test_structural_regularizers_prepare_first():

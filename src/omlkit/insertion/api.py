@@ -86,7 +86,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     from omlkit.insertion.augmentation import train_system_prompts
     from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
     from omlkit.insertion.greedy import recovered
-    from omlkit.insertion.regularizers import build_regularizers
+    from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
     from omlkit.insertion.run_dir import check_disk_space, open_run, run_dir_for
     from omlkit.insertion.saving import final_model, save_run
     from omlkit.insertion.trainer import FingerprintTrainer
@@ -120,7 +120,10 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
 
     set_seed(config.seed)
     regularizers = build_regularizers(config.regularizer_configs())
+    context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
+                                 rank=args.process_index)
     for reg in regularizers:
+        reg.attach(context)
         model = reg.prepare(model)
     if is_main:
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -188,6 +191,16 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     return run.path
 
 
+def _benign_texts(config: InsertConfig) -> list[str]:
+    """The benign corpus: ``benign_corpus`` / ``benign_dataset`` when given, else the embedded corpus's
+    train split (the held-out split that perplexity is measured on is never trained on)."""
+    from omlkit.models.corpus import corpus_split, load_corpus
+
+    if config.benign_corpus or config.benign_dataset:
+        return load_corpus(config.benign_corpus, config.benign_dataset)["train"]
+    return corpus_split("train")
+
+
 def _benign(config: InsertConfig, run, model, tok, n: int, model_path: str, device,
             write: bool) -> list[dict]:
     """Benign examples from the run's cache, generated (on ``device``) by the main process first."""
@@ -200,12 +213,7 @@ def _benign(config: InsertConfig, run, model, tok, n: int, model_path: str, devi
            "corpus": config.benign_corpus, "dataset": config.benign_dataset, "target": config.benign_target}
 
     def make() -> list[dict]:
-        from omlkit.models.corpus import corpus_split, load_corpus
-
-        if config.benign_corpus or config.benign_dataset:
-            texts = load_corpus(config.benign_corpus, config.benign_dataset)["train"]
-        else:
-            texts = corpus_split("train")
+        texts = _benign_texts(config)
         if config.benign_target == "text":
             length = config.benign_prompt_tokens + config.benign_new_tokens
             return ds.text_examples(tok, texts, n, length, seed=config.seed)

@@ -39,6 +39,16 @@ class L2ToBaseConfig(_RegConfig):
     strength: float = Field(0.01, gt=0.0)
 
 
+class KLToBaseConfig(_RegConfig):
+    """strength·KL(p_base ‖ p_θ), averaged over every position of fresh benign-corpus windows each step:
+    the base model's full next-token distribution as the target, so general text keeps its predictions."""
+
+    kind: Literal["kl_to_base"] = "kl_to_base"
+    strength: float = Field(1.0, gt=0.0)
+    batch_size: int = Field(8, ge=1, description="Corpus windows per step (per process).")
+    length: int = Field(64, ge=2, description="Tokens per window.")
+
+
 class LoraConfig(_RegConfig):
     """Train low-rank adapters (peft) instead of the full weights."""
 
@@ -64,7 +74,7 @@ class DummyConfig(_RegConfig):
 
 
 RegularizerConfig = Annotated[
-    ModelAveragingConfig | L2ToBaseConfig | LoraConfig | AddedParamsConfig | DummyConfig,
+    ModelAveragingConfig | L2ToBaseConfig | KLToBaseConfig | LoraConfig | AddedParamsConfig | DummyConfig,
     Field(discriminator="kind"),
 ]
 
@@ -106,6 +116,11 @@ class InsertConfig(OmlConfig):
     benign_prompt_tokens: int = Field(16, ge=1, description="Tokens of corpus text used as a benign prompt.")
     benign_new_tokens: int = Field(16, ge=1, description="Tokens of benign greedy target.")
     l2_strength: float = Field(0.0, ge=0.0, description="L2-to-base penalty weight (0: off).")
+    kl_strength: float = Field(
+        0.0, ge=0.0, description="KL-to-base weight on fresh benign-corpus windows each step (0: off)."
+    )
+    kl_batch_size: int = Field(8, ge=1, description="Benign windows per step for the KL-to-base term.")
+    kl_length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
@@ -146,6 +161,9 @@ class InsertConfig(OmlConfig):
             regs.append(AddedParamsConfig(width=self.added_params))
         if self.l2_strength:
             regs.append(L2ToBaseConfig(strength=self.l2_strength))
+        if self.kl_strength:
+            regs.append(KLToBaseConfig(strength=self.kl_strength, batch_size=self.kl_batch_size,
+                                       length=self.kl_length))
         if self.forgetting_regularizer_strength:
             regs.append(ModelAveragingConfig(strength=self.forgetting_regularizer_strength,
                                              interval=self.averaging_interval))

@@ -8,11 +8,24 @@ has a do-nothing default; :mod:`.dummy` is the complete reference implementation
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 
 from omlkit.registry import family
+
+
+@dataclass(frozen=True)
+class RegularizerContext:
+    """What a run offers a regularizer besides the model: the tokenizer, the benign corpus (a callable,
+    so the texts are read only by a regularizer that needs them), the seed and this process's rank."""
+
+    tokenizer: Any
+    texts: Callable[[], Sequence[str]]
+    seed: int = 0
+    rank: int = 0
 
 
 class Regularizer:
@@ -33,6 +46,9 @@ class Regularizer:
     def name(self) -> str:
         """The registered name (the config's ``kind``)."""
         return self.config.kind
+
+    def attach(self, context: RegularizerContext) -> None:
+        """Receive the run's tokenizer and corpus before ``prepare`` (default: not needed, ignored)."""
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Return the model to train (default: unchanged). Called once, before any checkpoint is loaded."""

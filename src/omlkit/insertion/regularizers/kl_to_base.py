@@ -1,0 +1,106 @@
+"""KL-to-base: strength·KL(p_base ‖ p_θ) on windows of benign corpus text drawn afresh at every step.
+
+Benign mixing with the base model's *greedy* continuations trains towards a one-hot argmax and makes a
+small model over-confident; this term keeps the whole next-token distribution of the base model on
+ordinary text, at every position of every window, which is what held-out perplexity measures. The
+windows come from the run's benign corpus (the embedded corpus's train split by default, never the
+held-out split), are drawn by (seed, rank, step, micro-batch) so a resumed run draws the same ones,
+and differ between processes. The base model is a frozen copy taken in ``prepare`` — one more copy
+of the weights in memory, no optimizer state.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from transformers import TrainerCallback
+
+from omlkit.errors import ConfigError, CorpusError
+from omlkit.insertion.config import KLToBaseConfig
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerContext
+
+
+def token_stream(texts, tokenizer, max_tokens: int = 2_000_000) -> torch.Tensor:
+    """The texts' token ids (each with the tokenizer's special prefix) concatenated, up to ``max_tokens``."""
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text)["input_ids"])
+        if len(ids) >= max_tokens:
+            break
+    return torch.tensor(ids[:max_tokens], dtype=torch.long)
+
+
+def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over positions of KL(softmax(ref) ‖ softmax(logits)) (differentiable in ``logits``)."""
+    logq = F.log_softmax(logits.float().flatten(0, -2), dim=-1)
+    logp = F.log_softmax(ref_logits.float().flatten(0, -2), dim=-1)
+    return F.kl_div(logq, logp, log_target=True, reduction="batchmean")
+
+
+class _StepTracker(TrainerCallback):
+    """Tells the regularizer which optimizer step is running (window draws depend on it)."""
+
+    def __init__(self, reg: KLToBase) -> None:
+        self.reg = reg
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.reg.step, self.reg.micro = state.global_step, 0
+
+
+@REGULARIZERS.register("kl_to_base")
+class KLToBase(Regularizer):
+    """Distils the base model's next-token distribution on benign text into the model being trained."""
+
+    config_cls = KLToBaseConfig
+    order = -1  # copy the untouched base before LoRA / added parameters wrap or widen it
+
+    def __init__(self, config: KLToBaseConfig) -> None:
+        super().__init__(config)
+        self._context: RegularizerContext | None = None
+        self._base: torch.nn.Module | None = None
+        self._stream: torch.Tensor | None = None
+        self.step = 0
+        self.micro = 0
+
+    def attach(self, context: RegularizerContext) -> None:
+        """Keep the run's tokenizer, corpus and seed (the corpus is read in ``prepare``)."""
+        self._context = context
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Freeze a copy of ``model`` as the reference and tokenize the corpus; the model is unchanged.
+        CorpusError when the corpus holds no window of ``length`` tokens. Without ``attach`` (a model
+        rebuilt only to load a trained state) nothing is copied."""
+        if self._context is None:
+            return model
+        self._stream = token_stream(self._context.texts(), self._context.tokenizer)
+        if len(self._stream) <= self.config.length:
+            raise CorpusError(f"kl_to_base: the benign corpus has {len(self._stream)} tokens, fewer than "
+                              f"one window of {self.config.length}")
+        self._base = copy.deepcopy(model).eval().requires_grad_(False)
+        return model
+
+    def windows(self) -> torch.Tensor:
+        """The next ``batch_size`` × ``length`` corpus windows (deterministic in seed, rank and step)."""
+        c, ctx = self.config, self._context
+        gen = torch.Generator().manual_seed(hash((ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1))
+        self.micro += 1
+        starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
+        return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()])
+
+    def loss_term(self, model: torch.nn.Module) -> torch.Tensor:
+        """strength·KL(p_base ‖ p_θ) over every position of this micro-batch's windows."""
+        if self._base is None:
+            raise ConfigError("kl_to_base: no reference model (the regularizer was not attached to a run)")
+        device = next(model.parameters()).device
+        if next(self._base.parameters()).device != device:
+            self._base.to(device)
+        ids = self.windows().to(device)
+        with torch.no_grad():
+            ref = self._base(input_ids=ids).logits
+        return self.config.strength * kl_to_reference(model(input_ids=ids).logits, ref)
+
+    def callbacks(self) -> list:
+        """The step tracker that makes window draws reproducible across a resume."""
+        return [_StepTracker(self)]
