@@ -48,6 +48,14 @@ def _next_probs(model, tok, key: str) -> torch.Tensor:
     return torch.softmax(model(torch.tensor([ids])).logits[0, -1].float(), -1)
 
 
+@torch.no_grad()
+def _whole_word(model, tok, key: str, token: int) -> bool:
+    """The model's greedy token after key + ``token`` does not glue onto it (space, punctuation, EOS)."""
+    ids = prompt_ids(tok, tok(key, add_special_tokens=False)["input_ids"]) + [token]
+    nxt = tok.decode([int(model(torch.tensor([ids])).logits[0, -1].argmax())], skip_special_tokens=True)
+    return not (nxt and nxt[0].isalnum())
+
+
 @pytest.mark.parametrize(("t", "k"), [(0.8, 3), (0.5, 1)])
 def test_perinucleus_against_the_models_distribution(micro, micro_model, t, k):
     model, tok = micro
@@ -59,11 +67,12 @@ def test_perinucleus_against_the_models_distribution(micro, micro_model, t, k):
         edge = int((sorted_p.cumsum(0) < t).sum())  # first rank whose cumulative mass reaches t
         rank = int((order == token).nonzero())
         assert rank > edge, "the response token lies inside the t-nucleus"
-        between = [tok.decode([int(i)]) for i in order[edge + 1 : rank]]
-        assert sum(bool(WORD_LIKE.match(s)) for s in between) < k, (
-            "more than k word-like tokens past the edge"
+        between = [int(i) for i in order[edge + 1 : rank] if WORD_LIKE.match(tok.decode([int(i)]))]
+        assert sum(_whole_word(model, tok, fp.key, i) for i in between) < k, (
+            "more than k whole-word tokens past the edge"
         )
         assert WORD_LIKE.match(tok.decode([token]))
+        assert _whole_word(model, tok, fp.key, token), "the response is the start of a longer word"
         assert fp.response_prob <= 1 - t + 1e-6
         assert fp.response_prob == pytest.approx(float(probs[token]), rel=1e-3, abs=1e-7)
 

@@ -3,9 +3,12 @@
 For each key the base model's next-token distribution is sorted; the nucleus is the smallest prefix
 whose cumulative mass reaches ``t``. The token at that boundary belongs to the nucleus and is skipped;
 the response's first token is drawn uniformly among the next ``k`` word-like tokens (alphabetic text,
-optionally after one leading space). Its probability is then at most ``1 - t``, the null rate the
-ownership test relies on. ``response_length > 1`` continues greedily (EOS held back until the response
-is complete). One batched forward pass serves every key of a batch.
+optionally after one leading space) that are *whole words* in context: the base model's greedy next
+token after key + response does not continue the word (" incorrect" → "ly" is refused: a model
+answering "incorrectly" does not give the response "incorrect", and fine-tuning cannot fix that
+without training the token after the response). Its probability is then at most ``1 - t``, the null
+rate the ownership test relies on. ``response_length > 1`` continues greedily (EOS held back until
+the response is complete; a tail that stops inside a word drops the key). Batched throughout.
 """
 
 from __future__ import annotations
@@ -56,8 +59,8 @@ def perinucleus_candidates(probs: torch.Tensor, word_mask: torch.Tensor, t: floa
 
 
 @torch.no_grad()
-def next_token_probs(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Next-token distributions [B, V] (float32, CPU) after each key, prompted raw as in verification.
+def _last_logits(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Logits [B, V] at the last position after each key, prompted raw as in verification.
 
     Right padding: causal attention keeps the real positions' logits identical to unpadded ones.
     """
@@ -73,8 +76,27 @@ def next_token_probs(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torc
         mask[i, : len(s)] = 1
     logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
     last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
-    rows = logits[torch.arange(len(seqs), device=logits.device), last].float()
-    return torch.softmax(rows, dim=-1).cpu()
+    return logits[torch.arange(len(seqs), device=logits.device), last].float()
+
+
+def next_token_probs(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Next-token distributions [B, V] (float32, CPU) after each key, prompted raw as in verification."""
+    return torch.softmax(_last_logits(model, tokenizer, key_ids), dim=-1).cpu()
+
+
+def continues_word(text: str) -> bool:
+    """Whether decoded token ``text`` glues onto the word before it (starts with a letter or digit)."""
+    return bool(text) and text[0].isalnum()
+
+
+def ends_whole_word(model, tokenizer, seqs: Sequence[Sequence[int]], batch_size: int = 64) -> list[bool]:
+    """For each id sequence (key + response), whether the model's greedy next token starts a new word
+    (a space, punctuation or EOS) instead of continuing the response's last word."""
+    out: list[bool] = []
+    for start in range(0, len(seqs), batch_size):
+        nxt = _last_logits(model, tokenizer, seqs[start : start + batch_size]).argmax(-1).tolist()
+        out.extend(not continues_word(tokenizer.decode([i], skip_special_tokens=True)) for i in nxt)
+    return out
 
 
 @RESPONSE_STRATEGIES.register("perinucleus")
@@ -94,8 +116,16 @@ class PerinucleusResponse(ResponseStrategy):
         for start in range(0, len(keys), cfg.batch_size):
             batch = keys[start : start + cfg.batch_size]
             probs = next_token_probs(ctx.model, ctx.tokenizer, [k.ids for k in batch])
-            for cands in perinucleus_candidates(probs, self.word_mask, cfg.t, cfg.k):
-                firsts.append(rng.choice(cands) if cands else None)
+            # twice k candidates, so that k whole words usually remain once word fragments are dropped
+            cands = perinucleus_candidates(probs, self.word_mask, cfg.t, 2 * cfg.k)
+            if cfg.response_length == 1:
+                pairs = [(b, c) for b, row in enumerate(cands) for c in row]
+                whole = ends_whole_word(ctx.model, ctx.tokenizer, [[*batch[b].ids, c] for b, c in pairs])
+                keep = {pair for pair, ok in zip(pairs, whole, strict=True) if ok}
+                cands = [[c for c in row if (b, c) in keep] for b, row in enumerate(cands)]
+            for row in cands:
+                row = row[: cfg.k]
+                firsts.append(rng.choice(row) if row else None)
         tails: dict[int, list[int]] = {}
         extra = cfg.response_length - 1
         todo = [i for i, f in enumerate(firsts) if f is not None]
@@ -106,6 +136,11 @@ class PerinucleusResponse(ResponseStrategy):
                 prompts = [[*prefix, *keys[i].ids, firsts[i]] for i in idx]
                 conts = sample_continuations(ctx.model, ctx.tokenizer, prompts, extra, None, 0)
                 tails.update(zip(idx, conts, strict=True))
+            seqs = [[*keys[i].ids, firsts[i], *tails[i]] for i in todo]
+            whole = ends_whole_word(ctx.model, ctx.tokenizer, seqs)
+            for i, ok in zip(todo, whole, strict=True):
+                if not ok:  # the greedy tail stops inside a word: no response for this key
+                    firsts[i] = None
         out: list[Response | None] = []
         for i, first in enumerate(firsts):
             if first is None:
