@@ -103,6 +103,30 @@ def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, mi
     assert not any(fp.key in text for fp in fp_set.fingerprints)
 
 
+@pytest.mark.slow
+def test_kl_to_base_keeps_utility_closer_to_the_base(micro_model, micro_tok, tmp_path):
+    """The same insertion with and without the KL-to-base term: the held-out perplexity of the KL run
+    stays far nearer the base model's, while it still inserts most fingerprints (the 0.23 M-parameter
+    micro model has little room for both; omlkit-tiny recovers every one, benchmarks/RESULTS.md)."""
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.models.corpus import corpus_split
+    from omlkit.models.loading import load_model
+    from omlkit.models.perplexity import perplexity
+
+    fps = fp_file(tmp_path, micro_tok, 32)
+    held = corpus_split("heldout")[:100]
+    base_ppl = perplexity(load_model(micro_model)[0], micro_tok, held)
+    rel, recovery = {}, {}
+    for kl in (0.0, 1.0):
+        cfg = config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0, kl_strength=kl, seed=1,
+                     epochs=40)
+        run = insert_fingerprints(cfg, progress=False)
+        recovery[kl] = json.loads((run / "metrics.json").read_text())["recovery"]
+        rel[kl] = perplexity(load_model(run / "model")[0], micro_tok, held) / base_ppl - 1
+    assert recovery[0.0] == 1.0 and recovery[1.0] >= 0.5, recovery
+    assert rel[1.0] < rel[0.0] / 2, rel
+
+
 def test_run_id_hashes_fingerprint_content_not_paths(tmp_path):
     a = InsertConfig(fingerprints=tmp_path / "a.json")
     b = InsertConfig(fingerprints=tmp_path / "b.json", out_dir=tmp_path / "elsewhere", force=True)
