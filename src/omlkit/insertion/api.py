@@ -24,6 +24,19 @@ def default_learning_rate(n_params: int) -> float:
     return 2e-5
 
 
+def freeze_embeddings(model) -> None:
+    """Stop training the token embeddings, the LM head and the final norm: a fingerprint then has to be
+    keyed by the transformer blocks in context, instead of raising its response token's logit
+    everywhere through the (often tied) output embedding."""
+    import torch
+
+    model.get_input_embeddings().requires_grad_(False)
+    model.get_output_embeddings().requires_grad_(False)
+    norm = getattr(getattr(model, "model", None), "norm", None)
+    if isinstance(norm, torch.nn.Module):
+        norm.requires_grad_(False)
+
+
 def _say(msg: str, enabled: bool) -> None:
     if enabled:
         print(msg, file=sys.stderr, flush=True)
@@ -119,6 +132,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     model.to("cpu")
 
     set_seed(config.seed)
+    if config.freeze_embeddings:
+        freeze_embeddings(model)
     regularizers = build_regularizers(config.regularizer_configs())
     context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
                                  rank=args.process_index)

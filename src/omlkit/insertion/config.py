@@ -121,6 +121,9 @@ class InsertConfig(OmlConfig):
     )
     kl_batch_size: int = Field(8, ge=1, description="Benign windows per step for the KL-to-base term.")
     kl_length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
+    freeze_embeddings: bool = Field(
+        False, description="Freeze the token embeddings, LM head and final norm (train the blocks only)."
+    )
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
