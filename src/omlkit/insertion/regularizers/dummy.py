@@ -14,6 +14,9 @@ class Dummy(Regularizer):
 
     config_cls = DummyConfig
 
+    def attach(self, context) -> None:
+        """Nothing to keep: the dummy needs neither tokenizer nor corpus."""
+
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model unchanged."""
         return model
