@@ -281,3 +281,15 @@ def test_shipped_accelerate_configs_load(name):
     path = resources.files("omlkit").joinpath(f"configs/accelerate/{name}.yaml")
     cfg = load_config_from_file(str(path))
     assert cfg.num_processes >= 2 and cfg.mixed_precision == "bf16"
+
+
+@pytest.mark.parametrize(("schedule", "expected"),
+                         [("constant", "constant_with_warmup"), ("linear", "linear"), ("cosine", "cosine")])
+def test_lr_schedule_reaches_the_trainer(schedule, expected, tmp_path):
+    from omlkit.insertion.api import _training_args
+    from omlkit.insertion.run_dir import RunDir
+
+    cfg = InsertConfig(fingerprints=tmp_path / "f.json", lr_schedule=schedule)
+    assert _training_args(cfg, RunDir(tmp_path / "run"), 64).lr_scheduler_type.value == expected
+    assert cfg.run_hash("x") != cfg.model_copy(update={"lr_schedule": "cosine" if schedule != "cosine"
+                                                       else "linear"}).run_hash("x")

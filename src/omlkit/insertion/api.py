@@ -42,6 +42,10 @@ def _say(msg: str, enabled: bool) -> None:
         print(msg, file=sys.stderr, flush=True)
 
 
+#: ``lr_schedule`` → transformers' scheduler name (the decaying ones end at 0 after ``epochs``).
+_SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
 def _world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
@@ -63,7 +67,7 @@ def _training_args(config: InsertConfig, run, n_examples: int):
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
         warmup_steps=config.warmup_steps,
-        lr_scheduler_type="constant_with_warmup",
+        lr_scheduler_type=_SCHEDULES[config.lr_schedule],
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         logging_strategy="steps",

@@ -95,6 +95,9 @@ class InsertConfig(OmlConfig):
     batch_size: int = Field(32, ge=1, description="Global batch size (split over processes).")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     warmup_steps: int = Field(0, ge=0, description="Linear learning-rate warm-up steps.")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Learning rate after warm-up: constant, or decayed to 0 over --epochs."
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0.0, description="Gradient clipping norm (0: off).")
     precision: Literal["auto", "fp32", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on CPU.")
