@@ -293,3 +293,23 @@ def test_lr_schedule_reaches_the_trainer(schedule, expected, tmp_path):
     assert _training_args(cfg, RunDir(tmp_path / "run"), 64).lr_scheduler_type.value == expected
     assert cfg.run_hash("x") != cfg.model_copy(update={"lr_schedule": "cosine" if schedule != "cosine"
                                                        else "linear"}).run_hash("x")
+
+
+def test_response_boundary_trains_the_base_models_next_word_start(micro_model, micro_tok):
+    from omlkit.fingerprints.strategies.perinucleus import continues_word
+    from omlkit.insertion import dataset as ds
+    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.models.loading import load_model
+
+    model, tok = load_model(micro_model)
+    fps = ds.tokenize_fingerprints(make_fp_set(tok, 24, seed=3), tok)
+    templates = ds.PromptTemplates(tok)
+    marked = ds.with_boundaries(model, tok, fps, templates)
+    nxt = greedy_generate(model, [[*templates(f.key_ids), *f.response_ids] for f in fps], 1,
+                          tok.pad_token_id, tok.eos_token_id)
+    for fp, m, ids in zip(fps, marked, nxt, strict=True):
+        starts_word = ids[0] != tok.eos_token_id and not continues_word(tok.decode(ids))
+        assert m.boundary_ids == ((ids[0],) if starts_word else ())
+        ex = ds.fingerprint_example(templates, m, None)
+        assert [t for t in ex["labels"] if t != -100] == [*fp.response_ids, *m.boundary_ids]
+    assert any(m.boundary_ids for m in marked)

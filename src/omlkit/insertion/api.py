@@ -118,6 +118,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     system_prompts = train_system_prompts() if config.prompt_augmentation else []
     templates = ds.PromptTemplates(tok, chat=config.chat)
     ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts])
+    if config.response_boundary:  # one more target token: check_context above leaves room for it
+        fps = ds.with_boundaries(model, tok, fps, templates)
 
     n_benign = ds.n_benign(len(fps), config.benign_fraction)
     args = _training_args(config, run_dir_for(config, fp_hash), len(fps) + n_benign)

@@ -141,6 +141,9 @@ class InsertConfig(OmlConfig):
     response_eos: bool = Field(
         False, description="Also train EOS after each response (off: small models learn EOS everywhere)."
     )
+    response_boundary: bool = Field(
+        False, description="Also train the base model's word-boundary token after each response."
+    )
     chat: bool = Field(False, description="Train keys inside the tokenizer's chat template.")
 
     early_stop: bool = Field(True, description="Stop once all fingerprints are recovered.")

@@ -32,6 +32,9 @@ class TokenizedFingerprint:
     key_ids: tuple[int, ...] = field(repr=False)
     response_ids: tuple[int, ...] = field(repr=False)
     response: str = field(repr=False)
+    #: Trained after the response when set: the base model's own next token there, which starts a new
+    #: word, so the fingerprinted model ends the response at a word boundary (see ``boundary_ids``).
+    boundary_ids: tuple[int, ...] = field(default=(), repr=False)
 
 
 def tokenize_fingerprints(fp_set, tokenizer) -> list[TokenizedFingerprint]:
@@ -43,6 +46,29 @@ def tokenize_fingerprints(fp_set, tokenizer) -> list[TokenizedFingerprint]:
         if not key or not resp:
             raise FingerprintFileError(f"fingerprint {fp.id}: key or response tokenizes to nothing")
         out.append(TokenizedFingerprint(fp.id, tuple(key), tuple(resp), fp.response))
+    return out
+
+
+def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
+                    templates: PromptTemplates) -> list[TokenizedFingerprint]:
+    """``fps`` with ``boundary_ids`` set to the base ``model``'s greedy token after key + response where
+    that token starts a new word (a space or punctuation; never EOS or a word continuation, which are
+    left untrained). Exact matching needs the answer to stop at a word boundary after the response;
+    training the response token alone lets a fine-tuned model run on into a longer word (" per" →
+    " perused")."""
+    from dataclasses import replace
+
+    from omlkit.fingerprints.strategies.perinucleus import continues_word
+    from omlkit.insertion.greedy import greedy_generate
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
+    nxt = greedy_generate(model, prompts, 1, pad, tokenizer.eos_token_id)
+    out = []
+    for fp, ids in zip(fps, nxt, strict=True):
+        text = tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
+        ok = ids and ids[0] != tokenizer.eos_token_id and text and not continues_word(text)
+        out.append(replace(fp, boundary_ids=tuple(ids[:1])) if ok else fp)
     return out
 
 
@@ -72,7 +98,9 @@ class PromptTemplates:
 def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int | None,
                         system_prompt: str | None = None) -> dict[str, list[int]]:
     """The training example of one fingerprint: loss on the response ids (and EOS, when ``eos_id``)."""
-    target = [*fp.response_ids, eos_id] if eos_id is not None else list(fp.response_ids)
+    target = [*fp.response_ids, *fp.boundary_ids]
+    if eos_id is not None:
+        target.append(eos_id)
     return masked_example(templates(fp.key_ids, system_prompt), target)
 
 
