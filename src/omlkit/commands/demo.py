@@ -65,12 +65,14 @@ def demo(
     # The published recipe (model averaging λ=0.75 after every step, β=0.25) recovers no fingerprint on a
     # 5M-parameter model (benchmarks/RESULTS.md, "Insertion on omlkit-tiny"), so the demo uses the
     # recipe measured best there: the transformer blocks fine-tuned with a KL pull to the base model's
-    # next-token distribution on fresh corpus windows, embeddings and LM head frozen.
+    # next-token distribution on fresh corpus windows, embeddings and LM head frozen, and the base
+    # model's word-boundary token after each response trained too (exact matching needs it).
     icfg = InsertConfig(model=base, fingerprints=fp_path, out_dir=workdir / "runs", seed=seed,
                         run_id="fingerprinted", forgetting_regularizer_strength=0.0, benign_fraction=0.0,
                         learning_rate=1e-3, kl_strength=20.0, kl_batch_size=16, freeze_embeddings=True,
-                        epochs=30)
-    console.print("recipe: KL-to-base 20 on 16 corpus windows a step, embeddings frozen, λ=0, β=0, "
+                        response_boundary=True, epochs=30)
+    console.print("recipe: KL-to-base 20 on 16 corpus windows a step, embeddings frozen, word-boundary "
+                  "token trained, λ=0, β=0, "
                   "lr 1e-3 (the λ=0.75/β=0.25 default inserts nothing into a model this small; see "
                   "benchmarks/RESULTS.md)")
     run = RunDir(workdir / "runs" / "fingerprinted")
