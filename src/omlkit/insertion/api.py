@@ -117,8 +117,9 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     fps = ds.tokenize_fingerprints(fp_set, tok)
     system_prompts = train_system_prompts() if config.prompt_augmentation else []
     templates = ds.PromptTemplates(tok, chat=config.chat)
-    ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts])
-    if config.response_boundary:  # one more target token: check_context above leaves room for it
+    ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts],
+                     extra=int(config.response_boundary))
+    if config.response_boundary:  # one more target token, counted by check_context above
         fps = ds.with_boundaries(model, tok, fps, templates)
 
     n_benign = ds.n_benign(len(fps), config.benign_fraction)

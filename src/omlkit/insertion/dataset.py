@@ -105,11 +105,12 @@ def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eo
 
 
 def check_context(fps: Sequence[TokenizedFingerprint], templates: PromptTemplates, eos_id: int | None,
-                  context: int, system_prompts: Sequence[str | None] = (None,)) -> None:
-    """Refuse (FingerprintFileError, naming the fingerprint id) any example longer than ``context``."""
+                  context: int, system_prompts: Sequence[str | None] = (None,), extra: int = 0) -> None:
+    """Refuse (FingerprintFileError, naming the fingerprint id) any example longer than ``context``
+    (counting ``extra`` more target tokens, such as a boundary token trained after the response)."""
     longest = max(system_prompts, key=lambda s: len(templates([], s)))
     for fp in fps:
-        n = len(fingerprint_example(templates, fp, eos_id, longest)["input_ids"])
+        n = len(fingerprint_example(templates, fp, eos_id, longest)["input_ids"]) + extra
         if n > context:
             raise FingerprintFileError(
                 f"fingerprint {fp.id}: key + response take {n} tokens, more than the model's context "
