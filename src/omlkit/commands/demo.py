@@ -72,9 +72,8 @@ def demo(
                         learning_rate=1e-3, kl_strength=20.0, kl_batch_size=16, freeze_embeddings=True,
                         response_boundary=True, epochs=30)
     console.print("recipe: KL-to-base 20 on 16 corpus windows a step, embeddings frozen, word-boundary "
-                  "token trained, λ=0, β=0, "
-                  "lr 1e-3 (the λ=0.75/β=0.25 default inserts nothing into a model this small; see "
-                  "benchmarks/RESULTS.md)")
+                  "token trained, λ=0, β=0, lr 1e-3 (the λ=0.75/β=0.25 default inserts nothing into a "
+                  "model this small; see benchmarks/RESULTS.md)")
     run = RunDir(workdir / "runs" / "fingerprinted")
     if run.is_finished():
         console.print(f"reusing finished run {run.path}")

@@ -65,10 +65,10 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
     prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
     nxt = greedy_generate(model, prompts, 1, pad, tokenizer.eos_token_id)
     out = []
-    for fp, ids in zip(fps, nxt, strict=True):
-        text = tokenizer.decode(ids, skip_special_tokens=True) if ids else ""
-        ok = ids and ids[0] != tokenizer.eos_token_id and text and not continues_word(text)
-        out.append(replace(fp, boundary_ids=tuple(ids[:1])) if ok else fp)
+    for fp, (token, *_) in zip(fps, nxt, strict=True):  # one new token each
+        text = tokenizer.decode([token], skip_special_tokens=True)
+        ok = token != tokenizer.eos_token_id and text and not continues_word(text)
+        out.append(replace(fp, boundary_ids=(token,)) if ok else fp)
     return out
 
 
