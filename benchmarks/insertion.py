@@ -1,11 +1,13 @@
 """Insertion speed: wall time to 100% greedy recovery and training tokens/s, our recipe vs the textbook one.
 
-Ours: the default ``InsertConfig`` (mini-batches, averaging after every step, early stop on full
-recovery). Textbook: full-batch steps, averaging once per epoch, no early stop (recovery is still
-checked, only to time when it is first reached). On CUDA, also training tokens/s and MFU of a
+Ours: ``InsertConfig`` with the chosen ``--recipe`` (mini-batches of 32, regularizers after every
+step, early stop on full recovery). Textbook: the same recipe with full-batch steps, averaging once
+per epoch, no early stop (recovery is still checked, only to time when it is first reached). The
+default recipe is ``small-model``, the one that inserts into the embedded model; ``published``
+(λ = 0.75 per step, β = 0.25) inserts nothing there. On CUDA, also training tokens/s and MFU of a
 1B-parameter Llama shape with random weights.
 
-    python benchmarks/insertion.py -n 256 1024 [--model omlkit-tiny] [--fingerprints F]
+    python benchmarks/insertion.py -n 256 1024 [--model omlkit-tiny] [--recipe small-model] [--fingerprints F]
 
 Writes ``benchmarks/out/insertion.json`` and prints a table.
 """
@@ -14,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 OUT = Path(__file__).parent / "out" / "insertion.json"
@@ -39,29 +44,34 @@ def fingerprint_file(model: str, n: int, workdir: Path, given: str | None) -> Pa
     return path
 
 
+FULL_BATCH = -1
+
+
 def recipes(max_epochs: int) -> dict[str, dict]:
-    """The two recipes compared, as InsertConfig overrides."""
+    """The two ways of training compared, as InsertConfig overrides (``FULL_BATCH``: every example)."""
     return {
         "ours": {"epochs": max_epochs},
-        "textbook": {"epochs": max_epochs, "batch_size": 1 << 30, "averaging_interval": "epoch",
+        "textbook": {"epochs": max_epochs, "batch_size": FULL_BATCH, "averaging_interval": "epoch",
                      "early_stop": False},
     }
 
 
 def run_recipe(model: str, fps: Path, out_dir: Path, overrides: dict) -> dict:
     """Train once; returns wall time, time to first full recovery, recovery and tokens/s."""
+    from omlkit.fingerprints.fingerprint_set import FingerprintSet
     from omlkit.insertion.api import insert_fingerprints
     from omlkit.insertion.config import InsertConfig
+    from omlkit.insertion.dataset import n_benign
 
     overrides = dict(overrides)
-    if overrides.get("batch_size", 0) >= 1 << 30:
-        from omlkit.fingerprints.fingerprint_set import FingerprintSet
-        from omlkit.insertion.dataset import n_benign
-
-        n = len(FingerprintSet.load(fps))
-        overrides["batch_size"] = n + n_benign(n, InsertConfig.model_fields["benign_fraction"].default)
+    full_batch = overrides.get("batch_size") == FULL_BATCH
+    if full_batch:
+        del overrides["batch_size"]
     cfg = InsertConfig(model=model, fingerprints=fps, out_dir=out_dir, checkpoint_every=0, force=True,
                        **overrides)
+    if full_batch:
+        n = len(FingerprintSet.load(fps))
+        cfg.batch_size = n + n_benign(n, cfg.benign_fraction)
     start = time.time()
     run = insert_fingerprints(cfg, progress=False)
     wall = time.time() - start
@@ -116,13 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, nargs="+", default=[256], help="Fingerprint counts (default 256).")
     ap.add_argument("--model", default="omlkit-tiny")
+    ap.add_argument("--recipe", default="small-model", help="InsertConfig recipe (default: small-model).")
     ap.add_argument("--fingerprints", help="Use this fingerprint file instead of generating.")
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="InsertConfig override for both recipes (JSON value), e.g. learning_rate=1e-3.")
     args = ap.parse_args(argv)
-    common = {}
+    common = {"recipe": args.recipe}
     for item in args.set:
         field, _, value = item.partition("=")
         try:
@@ -148,8 +159,11 @@ def main(argv: list[str] | None = None) -> int:
         if ours["final_recovery"] == 1.0:
             # the textbook recipe has no early stop: a user waits for its whole run
             speedups[str(n)] = round(text["train_seconds"] / ours["train_seconds"], 2)
-    result = {"measured_under_load": True, "model": args.model, "threads": torch.get_num_threads(),
-              "overrides": common,
+    command = "python benchmarks/insertion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "load_average_after": os.getloadavg()},
+              "model": args.model, "threads": torch.get_num_threads(), "overrides": common,
               "rows": rows, "speedup_to_full_recovery": speedups}
     if torch.cuda.is_available():
         result["llama_1b"] = llama_1b_speed()

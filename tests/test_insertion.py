@@ -272,6 +272,26 @@ def test_bad_config_values_are_one_line_errors():
     assert [c.kind for c in cfg.regularizer_configs()] == ["model_averaging", "dummy"]
 
 
+def test_recipe_fills_only_the_fields_not_given(tmp_path):
+    from omlkit.config import build_config
+    from omlkit.insertion.config import RECIPES
+
+    small = build_config(InsertConfig,
+                         {"fingerprints": "f.json", "recipe": "small-model", "learning_rate": 3e-4})
+    assert small.learning_rate == 3e-4  # given explicitly: the recipe does not override it
+    for name, value in RECIPES["small-model"].items():
+        if name != "learning_rate":
+            assert getattr(small, name) == value, name
+    assert [c.kind for c in small.regularizer_configs()] == ["kl_to_base"]
+    published = InsertConfig(fingerprints="f.json")
+    assert published.recipe == "published" and published.forgetting_regularizer_strength == 0.75
+    # the recipe's values are part of what the run id hashes; a reloaded config.json gives the same id
+    assert small.run_hash("x") != published.run_hash("x")
+    assert InsertConfig.model_validate(small.model_dump()).run_hash("x") == small.run_hash("x")
+    with pytest.raises(OmlError, match="recipe"):
+        build_config(InsertConfig, {"fingerprints": "f.json", "recipe": "huge"})
+
+
 @pytest.mark.parametrize("name", ["ddp", "deepspeed_zero2", "deepspeed_zero3", "fsdp"])
 def test_shipped_accelerate_configs_load(name):
     from importlib import resources

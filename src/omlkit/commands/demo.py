@@ -59,21 +59,17 @@ def demo(
 
     t = _stage(console, "3/6 insert (fine-tune the blocks, KL to the base on corpus text, early stop)")
     from omlkit.insertion.api import insert_fingerprints
-    from omlkit.insertion.config import InsertConfig
+    from omlkit.insertion.config import RECIPES, InsertConfig
     from omlkit.insertion.run_dir import RunDir
 
     # The published recipe (model averaging λ=0.75 after every step, β=0.25) recovers no fingerprint on a
     # 5M-parameter model (benchmarks/RESULTS.md, "Insertion on omlkit-tiny"), so the demo uses the
-    # recipe measured best there: the transformer blocks fine-tuned with a KL pull to the base model's
-    # next-token distribution on fresh corpus windows, embeddings and LM head frozen, and the base
-    # model's word-boundary token after each response trained too (exact matching needs it).
+    # small-model recipe measured best there (omlkit.insertion.config.RECIPES).
     icfg = InsertConfig(model=base, fingerprints=fp_path, out_dir=workdir / "runs", seed=seed,
-                        run_id="fingerprinted", forgetting_regularizer_strength=0.0, benign_fraction=0.0,
-                        learning_rate=1e-3, kl_strength=20.0, kl_batch_size=16, freeze_embeddings=True,
-                        response_boundary=True, epochs=30)
-    console.print("recipe: KL-to-base 20 on 16 corpus windows a step, embeddings frozen, word-boundary "
-                  "token trained, λ=0, β=0, lr 1e-3 (the λ=0.75/β=0.25 default inserts nothing into a "
-                  "model this small; see benchmarks/RESULTS.md)")
+                        run_id="fingerprinted", recipe="small-model")
+    recipe = ", ".join(f"{k}={v}" for k, v in RECIPES["small-model"].items())
+    console.print(f"recipe: small-model ({recipe}); the λ=0.75/β=0.25 default inserts nothing into a "
+                  "model this small (benchmarks/RESULTS.md)")
     run = RunDir(workdir / "runs" / "fingerprinted")
     if run.is_finished():
         console.print(f"reusing finished run {run.path}")

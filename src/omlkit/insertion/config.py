@@ -19,6 +19,28 @@ from omlkit.io import canonical_json, sha256_bytes
 #: Fields that say where or how to run, not what to train: they never change the run id.
 NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", "device"})
 
+#: Named starting points for the training recipe (``--recipe``). A recipe only fills the fields the
+#: user did not set; every field it sets stays overridable, and the resolved values are what a run id
+#: hashes. ``published`` is the field defaults: the OML 1.0 recipe for billion-parameter models (model
+#: averaging λ = 0.75 after every step, benign mixing β = 0.25). ``small-model`` is the recipe measured
+#: best on the embedded 5 M-parameter model (benchmarks/RESULTS.md), where per-step averaging inserts
+#: nothing: the blocks fine-tuned with a KL pull to the base model's next-token distribution on fresh
+#: corpus windows, embeddings frozen, and the base model's word-boundary token after each response
+#: trained too.
+RECIPES: dict[str, dict[str, object]] = {
+    "published": {},
+    "small-model": {
+        "forgetting_regularizer_strength": 0.0,
+        "benign_fraction": 0.0,
+        "learning_rate": 1e-3,
+        "kl_strength": 20.0,
+        "kl_batch_size": 16,
+        "freeze_embeddings": True,
+        "response_boundary": True,
+        "epochs": 30,
+    },
+}
+
 
 class _RegConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -84,6 +106,11 @@ class InsertConfig(OmlConfig):
 
     model: str = Field("omlkit-tiny", description="Base model: HF id, path, omlkit-tiny or omlkit-micro.")
     fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1) made for this model.")
+    recipe: Literal["published", "small-model"] = Field(
+        "published",
+        description="Starting values for the fields not given: published (λ=0.75, β=0.25; large models) "
+        "or small-model (KL to the base, frozen embeddings; models of a few million parameters).",
+    )
     out_dir: Path = Field(Path("runs"), description="Folder holding run directories runs/<run-id>/.")
     run_id: str | None = Field(None, description="Run directory name (default: config+fingerprints hash).")
 
@@ -153,6 +180,13 @@ class InsertConfig(OmlConfig):
     logging_steps: int = Field(1, ge=1, description="Log loss every N steps to train_log.jsonl.")
     resume: bool = Field(True, description="Resume an interrupted run from its last checkpoint.")
     force: bool = Field(False, description="Retrain even if the run directory holds a finished run.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_recipe(cls, data: object) -> object:
+        if isinstance(data, dict) and data.get("recipe") in RECIPES:
+            return {**RECIPES[data["recipe"]], **data}
+        return data
 
     @model_validator(mode="after")
     def _one_structural(self) -> InsertConfig:

@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
+from omlkit.models.kv_cache import cache_kwarg
 
-def is_prefill(past_key_values: Any) -> bool:
-    """True on the first forward of a decode (no cache yet, or an empty one)."""
-    if past_key_values is None:
+
+def is_prefill(cache: Any) -> bool:
+    """True on the first forward of a decode (no KV cache yet, or an empty one)."""
+    if cache is None:
         return True
-    seq_len = getattr(past_key_values, "get_seq_length", None)
+    seq_len = getattr(cache, "get_seq_length", None)
     return bool(seq_len is not None and seq_len() == 0)
 
 
@@ -29,6 +31,7 @@ class NextTokenWrapper(torch.nn.Module):
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
         self.model = model
+        self._cache_kwarg = cache_kwarg(model)
 
     @property
     def config(self) -> Any:
@@ -63,13 +66,17 @@ class NextTokenWrapper(torch.nn.Module):
         self,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        cache: Any = None,
         past_key_values: Any = None,
         **kwargs: Any,
     ) -> Any:
-        """The wrapped model's output with the last position's logits passed through :meth:`next_logits`."""
-        prefill = is_prefill(past_key_values)
+        """The wrapped model's output with the last position's logits passed through :meth:`next_logits`.
+
+        The KV cache comes under either name and goes on under the one the wrapped model declares."""
+        cache = cache if cache is not None else past_key_values
+        prefill = is_prefill(cache)
         out = self.model(
-            input_ids=input_ids, attention_mask=attention_mask, past_key_values=past_key_values, **kwargs
+            input_ids=input_ids, attention_mask=attention_mask, **{self._cache_kwarg: cache}, **kwargs
         )
         logits = out.logits.clone()
         logits[:, -1, :] = self.next_logits(input_ids, attention_mask, logits[:, -1, :], prefill)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from omlkit.errors import ConfigError
+from omlkit.models.kv_cache import cache_kwarg, output_cache
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
 
 DEFAULT_BATCH_SIZE = 64
@@ -83,6 +84,7 @@ class TransformersBackend(TokenBackend):
         self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.max_length = context_length(model)
+        self.cache_kwarg = cache_kwarg(model)
 
     @classmethod
     def from_config(cls, cfg: Any) -> TransformersBackend:
@@ -180,7 +182,7 @@ class TransformersBackend(TokenBackend):
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=out.past_key_values,
+                **{self.cache_kwarg: output_cache(out)},
             )
         gen = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n)]
         result = []
