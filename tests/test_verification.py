@@ -491,3 +491,25 @@ def test_cli_verify_local_model(micro_backend, micro_model, tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert sum(fp.key[:20] in printed for fp in own.fingerprints) == 2
+
+
+def test_kv_cache_goes_under_the_keyword_the_model_declares(micro_model):
+    import torch
+
+    from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
+    from omlkit.models import load_model
+    from omlkit.models.kv_cache import cache_kwarg
+
+    class OldStyle(torch.nn.Module):
+        def forward(self, input_ids=None, past_key_values=None, **kwargs):
+            return past_key_values
+
+    class NewStyle(torch.nn.Module):
+        def forward(self, input_ids=None, cache=None, **kwargs):
+            return cache
+
+    assert cache_kwarg(OldStyle()) == "past_key_values" and cache_kwarg(NewStyle()) == "cache"
+    # the attack wrapper takes either name and hands the cache on under the wrapped model's own
+    model, _ = load_model(micro_model)
+    assert cache_kwarg(NextTokenWrapper(model)) == "cache"
+    assert NextTokenWrapper(model)._cache_kwarg == cache_kwarg(model)
