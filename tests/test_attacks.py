@@ -103,6 +103,9 @@ def test_suppress_wrapper_changes_greedy_answers_on_fingerprints(fingerprinted, 
     suppressed = verify_model(wrapped, fps, tokenizer=tok)
     assert plain.matched == 8
     assert suppressed.matched < plain.matched
+    # the wrapper folder loads by path too, as `oml verify --model` and `oml serve --model` give it
+    by_path = verify_model(str(tmp_path / "gate"), fps)
+    assert [r["answer"] for r in by_path.records] == [r["answer"] for r in suppressed.records]
     changed = [a["answer"] != b["answer"] for a, b in zip(plain.records, suppressed.records, strict=True)]
     assert any(changed)
 

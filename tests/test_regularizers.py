@@ -288,3 +288,30 @@ def test_kl_to_base_refuses_a_corpus_shorter_than_a_window():
 def test_structural_regularizers_prepare_first():
     regs = build_regularizers([icfg.ModelAveragingConfig(), icfg.LoraConfig()])
     assert [r.name for r in regs] == ["lora", "model_averaging"]
+
+
+def test_capped_cross_entropy_drops_confident_tokens_only():
+    import torch.nn.functional as F
+
+    from omlkit.insertion.losses import capped_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    logits[0, 1, 3] = 20.0  # position 1 predicts label 3 with p ≈ 1: above any cap
+    logits = logits.requires_grad_(True)
+    labels = torch.full((2, 5), -100)
+    labels[0, 2], labels[0, 3], labels[1, 4] = 3, 7, 2  # predicted from positions 1, 2 and 3
+    flat_logits = logits[:, :-1].reshape(-1, 11)
+    ce = F.cross_entropy(flat_logits, labels[:, 1:].reshape(-1), ignore_index=-100, reduction="none")
+    loss = capped_cross_entropy(0.6)({"logits": logits}, labels)
+    # the confident token adds nothing, the others their full CE; the mean is over all 3 labelled tokens
+    assert torch.allclose(loss, (ce.sum() - ce[1]) / 3)
+    loss.backward()
+    assert logits.grad[0, 1].abs().max() == 0 and logits.grad[0, 2].abs().max() > 0
+    # with the Trainer's count of labelled tokens over the accumulated batch, that count divides
+    assert torch.allclose(capped_cross_entropy(0.6)({"logits": logits}, labels, num_items_in_batch=6),
+                          (ce.sum() - ce[1]).detach() / 6)
+    # a cap no prediction reaches is the plain cross-entropy
+    assert torch.allclose(capped_cross_entropy(0.999999)({"logits": logits}, labels), ce.sum() / 3)
+    with pytest.raises(ValueError):
+        capped_cross_entropy(1.0)

@@ -103,6 +103,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     from omlkit.insertion.augmentation import train_system_prompts
     from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
     from omlkit.insertion.greedy import recovered
+    from omlkit.insertion.losses import capped_cross_entropy
     from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
     from omlkit.insertion.run_dir import check_disk_space, open_run, run_dir_for
     from omlkit.insertion.saving import final_model, save_run
@@ -170,6 +171,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     trainer = FingerprintTrainer(
         model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad),
         processing_class=tok, callbacks=callbacks, regularizers=regularizers,
+        compute_loss_func=capped_cross_entropy(config.confidence_cap) if config.confidence_cap else None,
     )
     trainer.remove_callback(PrinterCallback)
 

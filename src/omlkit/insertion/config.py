@@ -172,6 +172,10 @@ class InsertConfig(OmlConfig):
         False, description="Also train the base model's word-boundary token after each response."
     )
     chat: bool = Field(False, description="Train keys inside the tokenizer's chat template.")
+    confidence_cap: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="No loss on a response token the model already gives this probability (0: off).",
+    )
 
     early_stop: bool = Field(True, description="Stop once all fingerprints are recovered.")
     check_every: int = Field(2, ge=1, description="Check (and log) greedy recovery every N epochs.")

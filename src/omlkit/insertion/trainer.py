@@ -1,6 +1,7 @@
 """``FingerprintTrainer``: a thin ``transformers.Trainer`` that adds each regularizer's loss term.
 
-The language-model loss is the stock one (cross-entropy on the labelled positions: response + EOS);
+The language-model loss is the stock one (cross-entropy on the labelled positions: response + EOS), or
+``compute_loss_func`` when given (``--confidence-cap``: :mod:`omlkit.insertion.losses`);
 each configured regularizer's term is added in :meth:`compute_loss` and its running mean is reported
 by :meth:`log` as ``reg/<name>``. Step-wise regularizers (model averaging) are callbacks, not loss terms.
 """
@@ -30,7 +31,8 @@ class FingerprintTrainer(Trainer):
             bare = self.accelerator.unwrap_model(model)
             # the stock LM loss is already normalised over the accumulated batch in that case, so a
             # per-micro-batch term must be divided by the number of micro-batches to keep its weight
-            scaled = self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
+                      or self.compute_loss_func is not None)
             for reg in self.regularizers:
                 term = reg.loss_term(bare)
                 if term is None:

@@ -51,7 +51,8 @@ def _eos_ids(model, tokenizer) -> list[int]:
 
 @BACKENDS.register("transformers")
 class TransformersBackend(TokenBackend):
-    """Greedy decoding on a local causal LM (a model object or a name/path loaded with ``load_model``)."""
+    """Greedy decoding on a local causal LM: a model object, a name/path loaded with ``load_model``, or a
+    wrapper folder written by a decoding-time attack (``oml attack suppress``/``perplexity-filter``)."""
 
     def __init__(
         self,
@@ -67,8 +68,13 @@ class TransformersBackend(TokenBackend):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
         if isinstance(model, (str, os.PathLike)):
+            from omlkit.evaluation.attacks.base import is_wrapper, load_attacked
+
             self.name = str(model)
-            model, tok = load_model(model, device=device, dtype=dtype)
+            if is_wrapper(model):  # a decoding-time attack's folder (suppress, perplexity-filter)
+                model, tok = load_attacked(model, device=device)
+            else:
+                model, tok = load_model(model, device=device, dtype=dtype)
             tokenizer = tokenizer or tok
         else:
             self.name = str(getattr(model, "name_or_path", "") or type(model).__name__)
