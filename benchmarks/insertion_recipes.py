@@ -1,7 +1,8 @@
 """Recovery against utility for several insertion recipes on one fingerprint set.
 
-Each recipe is a JSON object of ``InsertConfig`` fields. For each, the script inserts, then checks
-greedy recovery of every key and held-out perplexity against the base model, and prints one JSON line.
+Each recipe is a JSON object of ``InsertConfig`` fields (seed 42 unless it sets one). For each, the
+script inserts, then checks greedy recovery of every key and held-out perplexity against the base model,
+and prints one JSON line.
 The table "Insertion on omlkit-tiny" in RESULTS.md was made with it:
 
     oml generate -n 256 --seed 42 --out /tmp/fp256.json
@@ -46,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         fields = json.loads(spec)
         t0 = time.time()
         run = insert_fingerprints(
-            InsertConfig(model=base, fingerprints=args.fingerprints, out_dir=out_dir, seed=42, **fields),
+            InsertConfig(**{"model": base, "fingerprints": args.fingerprints, "out_dir": out_dir, "seed": 42,
+                            **fields}),
             progress=False,
         )
         seconds = time.time() - t0

@@ -104,6 +104,19 @@ def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, mi
 
 
 @pytest.mark.slow
+def test_confidence_cap_still_recovers_every_fingerprint(micro_model, micro_tok, tmp_path):
+    """With the capped loss (Trainer compute_loss_func) tokens stop training once confident, and
+    training still runs until greedy decoding recovers all of them."""
+    from omlkit.insertion.api import insert_fingerprints
+
+    fps = fp_file(tmp_path, micro_tok, 16)
+    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs", confidence_cap=0.6), progress=False)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["recovery"] == 1.0 and metrics["early_stop"] == "recovered"
+    assert all(greedy_answers(run / "model", FingerprintSet.load(fps)))
+
+
+@pytest.mark.slow
 def test_kl_to_base_keeps_utility_closer_to_the_base(micro_model, micro_tok, tmp_path):
     """The same insertion with and without the KL-to-base term: the held-out perplexity of the KL run
     stays far nearer the base model's, while it still inserts most fingerprints (the 0.23 M-parameter
