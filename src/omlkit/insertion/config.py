@@ -25,8 +25,8 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: averaging λ = 0.75 after every step, benign mixing β = 0.25). ``small-model`` is the recipe measured
 #: best on the embedded 5 M-parameter model (benchmarks/RESULTS.md), where per-step averaging inserts
 #: nothing: the blocks fine-tuned with a KL pull to the base model's next-token distribution on fresh
-#: corpus windows, embeddings frozen, and the base model's word-boundary token after each response
-#: trained too.
+#: corpus windows, embeddings frozen, the base model's word-boundary token after each response trained
+#: too, and no loss on response tokens already predicted with probability 0.6.
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
     "small-model": {
@@ -37,6 +37,7 @@ RECIPES: dict[str, dict[str, object]] = {
         "kl_batch_size": 16,
         "freeze_embeddings": True,
         "response_boundary": True,
+        "confidence_cap": 0.6,
         "epochs": 30,
     },
 }
