@@ -255,6 +255,38 @@ def test_kl_to_base_is_zero_at_the_base_and_pulls_a_moved_model_back():
     assert float(reg.loss_term(model).detach()) < float(term.detach())
 
 
+def test_kl_on_prompts_covers_only_positions_that_predict_a_prompt_token():
+    from omlkit.insertion.regularizers import TrainBatch
+
+    model = tiny_llama()
+    reg = KLToBase(icfg.KLToBaseConfig(strength=1.0, batch_size=2, length=8, on_prompts=True))
+    reg.attach(corpus_context())
+    model = reg.prepare(model)
+    ids = torch.randint(3, 50, (2, 7))
+    mask = torch.ones_like(ids)
+    mask[1, 5:] = 0  # right padding
+    labels = torch.full_like(ids, -100)
+    labels[:, 4] = ids[:, 4]  # the response: position 3 predicts it and is left free
+    with torch.no_grad():
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight))
+
+    def kl(batch_labels):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        return reg.prompt_kl(TrainBatch(ids, mask, batch_labels, logits))
+
+    moved = kl(labels)
+    assert float(moved) > 0.01
+    # by hand: the positions t whose next token t+1 is a real prompt token: t = 0..2 in both rows, 4..5 in
+    # row 0 only (row 1 is padding from 5)
+    logits = model(input_ids=ids, attention_mask=mask).logits
+    ref = reg._base(input_ids=ids, attention_mask=mask).logits
+    rows, cols = [0, 0, 0, 0, 0, 1, 1, 1], [0, 1, 2, 4, 5, 0, 1, 2]
+    expected = kl_to_reference(logits[rows, cols], ref[rows, cols])
+    torch.testing.assert_close(moved, expected)
+    # nothing predicts a prompt token when every real position is labelled: no term
+    assert float(kl(torch.where(mask.bool(), ids, -100))) == 0.0
+
+
 def test_kl_to_base_windows_depend_on_step_and_rank_only():
     def draws(rank: int, step: int) -> torch.Tensor:
         reg = KLToBase(icfg.KLToBaseConfig(batch_size=4, length=8))

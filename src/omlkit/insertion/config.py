@@ -70,6 +70,7 @@ class KLToBaseConfig(_RegConfig):
     strength: float = Field(1.0, gt=0.0)
     batch_size: int = Field(8, ge=1, description="Corpus windows per step (per process).")
     length: int = Field(64, ge=2, description="Tokens per window.")
+    on_prompts: bool = Field(False, description="Also at the training batch's prompt (key) positions.")
 
 
 class LoraConfig(_RegConfig):
@@ -152,6 +153,9 @@ class InsertConfig(OmlConfig):
     )
     kl_batch_size: int = Field(8, ge=1, description="Benign windows per step for the KL-to-base term.")
     kl_length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
+    kl_on_prompts: bool = Field(
+        False, description="Also apply the KL-to-base term inside the keys of each training batch."
+    )
     freeze_embeddings: bool = Field(
         False, description="Freeze the token embeddings, LM head and final norm (train the blocks only)."
     )
@@ -211,7 +215,7 @@ class InsertConfig(OmlConfig):
             regs.append(L2ToBaseConfig(strength=self.l2_strength))
         if self.kl_strength:
             regs.append(KLToBaseConfig(strength=self.kl_strength, batch_size=self.kl_batch_size,
-                                       length=self.kl_length))
+                                       length=self.kl_length, on_prompts=self.kl_on_prompts))
         if self.forgetting_regularizer_strength:
             regs.append(ModelAveragingConfig(strength=self.forgetting_regularizer_strength,
                                              interval=self.averaging_interval))

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-IGNORE = -100
+from omlkit.insertion.dataset import IGNORE
 
 
 def capped_cross_entropy(cap: float) -> Callable[..., torch.Tensor]:

@@ -13,6 +13,8 @@ from collections import defaultdict
 import torch
 from transformers import Trainer
 
+from omlkit.insertion.regularizers.base import TrainBatch
+
 
 class FingerprintTrainer(Trainer):
     """A Trainer whose loss is the LM loss plus every regularizer's ``loss_term``."""
@@ -25,16 +27,19 @@ class FingerprintTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """LM loss + Σ regularizer terms; each term is recorded for :meth:`log`."""
+        labels = inputs.get("labels")  # the stock compute_loss pops them when compute_loss_func is set
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)
         if self.regularizers and model.training:
             bare = self.accelerator.unwrap_model(model)
+            batch = TrainBatch(inputs["input_ids"], inputs.get("attention_mask"), labels,
+                               outputs["logits"] if isinstance(outputs, dict) else outputs[1])
             # the stock LM loss is already normalised over the accumulated batch in that case, so a
             # per-micro-batch term must be divided by the number of micro-batches to keep its weight
             scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
                       or self.compute_loss_func is not None)
             for reg in self.regularizers:
-                term = reg.loss_term(bare)
+                term = reg.loss_term(bare, batch)
                 if term is None:
                     continue
                 name = f"reg/{reg.name}"

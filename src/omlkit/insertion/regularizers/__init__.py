@@ -12,7 +12,8 @@ from omlkit.insertion.regularizers.base import (
     REGULARIZERS,
     Regularizer,
     RegularizerContext,
+    TrainBatch,
     build_regularizers,
 )
 
-__all__ = ["REGULARIZERS", "Regularizer", "RegularizerContext", "build_regularizers"]
+__all__ = ["REGULARIZERS", "Regularizer", "RegularizerContext", "TrainBatch", "build_regularizers"]

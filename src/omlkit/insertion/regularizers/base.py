@@ -28,6 +28,17 @@ class RegularizerContext:
     rank: int = 0
 
 
+@dataclass(frozen=True)
+class TrainBatch:
+    """The micro-batch a loss term may look at: input ids, attention mask, labels (-100 off the target)
+    and the logits the model being trained just produced for it (differentiable)."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
 class Regularizer:
     """Base of every anti-forgetting regularizer; built from its typed config (``config.kind``)."""
 
@@ -54,8 +65,8 @@ class Regularizer:
         """Return the model to train (default: unchanged). Called once, before any checkpoint is loaded."""
         return model
 
-    def loss_term(self, model: torch.nn.Module) -> torch.Tensor | None:
-        """An extra scalar added to the loss at each step (default: none)."""
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
+        """An extra scalar added to the loss of each micro-``batch`` (default: none)."""
         return None
 
     def callbacks(self) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from omlkit.insertion.config import DummyConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, TrainBatch
 
 
 @REGULARIZERS.register("dummy")
@@ -21,7 +21,7 @@ class Dummy(Regularizer):
         """The model unchanged."""
         return model
 
-    def loss_term(self, model: torch.nn.Module) -> torch.Tensor:
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor:
         """A zero scalar on the model's device."""
         return torch.zeros((), device=next(model.parameters()).device)
 

@@ -5,8 +5,10 @@ small model over-confident; this term keeps the whole next-token distribution of
 ordinary text, at every position of every window, which is what held-out perplexity measures. The
 windows come from the run's benign corpus (the embedded corpus's train split by default, never the
 held-out split), are drawn by (seed, rank, step, micro-batch) so a resumed run draws the same ones,
-and differ between processes. The base model is a frozen copy taken in ``prepare`` — one more copy
-of the weights in memory, no optimizer state.
+and differ between processes. With ``on_prompts`` the same KL also covers the prompt positions of each
+training batch (inside the keys), reusing the logits the training forward already made. The base
+model is a frozen copy taken in ``prepare`` — one more copy of the weights in memory, no optimizer
+state.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from transformers import TrainerCallback
 
 from omlkit.errors import ConfigError, CorpusError
 from omlkit.insertion.config import KLToBaseConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerContext
+from omlkit.insertion.dataset import IGNORE
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerContext, TrainBatch
 
 
 def token_stream(texts, tokenizer, max_tokens: int = 2_000_000) -> torch.Tensor:
@@ -89,8 +92,9 @@ class KLToBase(Regularizer):
         starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
         return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()])
 
-    def loss_term(self, model: torch.nn.Module) -> torch.Tensor:
-        """strength·KL(p_base ‖ p_θ) over every position of this micro-batch's windows."""
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor:
+        """strength·KL(p_base ‖ p_θ) over every position of this micro-batch's windows, plus (``on_prompts``)
+        over the training batch's prompt positions."""
         if self._base is None:
             raise ConfigError("kl_to_base: no reference model (the regularizer was not attached to a run)")
         device = next(model.parameters()).device
@@ -99,7 +103,25 @@ class KLToBase(Regularizer):
         ids = self.windows().to(device)
         with torch.no_grad():
             ref = self._base(input_ids=ids).logits
-        return self.config.strength * kl_to_reference(model(input_ids=ids).logits, ref)
+        term = kl_to_reference(model(input_ids=ids).logits, ref)
+        if self.config.on_prompts and batch is not None:
+            term = term + self.prompt_kl(batch)
+        return self.config.strength * term
+
+    def prompt_kl(self, batch: TrainBatch) -> torch.Tensor:
+        """KL(p_base ‖ p_θ) at the positions of ``batch`` that predict a prompt token (key, system prompt):
+        the model keeps the base's predictions inside the keys, and only the positions that predict the
+        response (which carry labels) are free to change. Zero when the batch has no such position."""
+        if batch.labels is None or batch.logits is None:
+            raise ConfigError("kl_to_base: on_prompts needs the batch's labels and logits")
+        predicts_prompt = batch.labels[:, 1:] == IGNORE
+        if batch.attention_mask is not None:
+            predicts_prompt &= batch.attention_mask[:, 1:].bool()  # right padding is not a prompt token
+        if not bool(predicts_prompt.any()):
+            return batch.logits.sum() * 0.0
+        with torch.no_grad():
+            ref = self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return kl_to_reference(batch.logits[:, :-1][predicts_prompt], ref[:, :-1][predicts_prompt])
 
     def callbacks(self) -> list:
         """The step tracker that makes window draws reproducible across a resume."""

@@ -10,7 +10,13 @@ from __future__ import annotations
 import torch
 
 from omlkit.insertion.config import L2ToBaseConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, snapshot, trainable_named_params
+from omlkit.insertion.regularizers.base import (
+    REGULARIZERS,
+    Regularizer,
+    TrainBatch,
+    snapshot,
+    trainable_named_params,
+)
 
 
 def l2_distance(params: list[torch.Tensor], base: list[torch.Tensor]) -> torch.Tensor:
@@ -33,7 +39,7 @@ class L2ToBase(Regularizer):
         self._bound: tuple[list, list] | None = None
         return model
 
-    def loss_term(self, model: torch.nn.Module) -> torch.Tensor:
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor:
         """strength·Σ‖θ − θ₀‖² (θ₀ moved once to each parameter's device)."""
         if self._bound is None:
             named = trainable_named_params(model)
