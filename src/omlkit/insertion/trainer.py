@@ -33,7 +33,7 @@ class FingerprintTrainer(Trainer):
         if self.regularizers and model.training:
             bare = self.accelerator.unwrap_model(model)
             batch = TrainBatch(inputs["input_ids"], inputs.get("attention_mask"), labels,
-                               outputs["logits"] if isinstance(outputs, dict) else outputs[1])
+                               getattr(outputs, "logits", None))
             # the stock LM loss is already normalised over the accumulated batch in that case, so a
             # per-micro-batch term must be divided by the number of micro-batches to keep its weight
             scaled = ((self.model_accepts_loss_kwargs and num_items_in_batch is not None)
