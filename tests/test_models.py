@@ -84,6 +84,37 @@ def test_build_is_deterministic_by_seed(tmp_path):
     assert sha_a != sha_c
 
 
+def test_shipped_tiny_build_stands_in_for_the_default_settings_only(tmp_path, monkeypatch):
+    import shutil
+
+    from omlkit import hardware
+    from omlkit.models import shipped
+
+    path, info = build_base_model(BaseModelConfig(preset="tiny", out=tmp_path / "tiny"), progress=False)
+    assert info["shipped"] is True and info["resolved_precision"] == "fp32"
+    assert weights_sha(path) == info["weights_sha256"] == json.loads(
+        (shipped.SHIPPED_DIR / "omlkit-tiny" / "build_info.json").read_text())["weights_sha256"]
+    model, tok = load_model(path)  # a complete model folder
+    assert model.config.hidden_size == 256 and len(tok) <= model.config.vocab_size
+    # precision auto names the shipped (fp32) build on every CPU, so all machines share one model
+    for fast_bf16 in (True, False):
+        monkeypatch.setattr(hardware, "cpu_has_fast_bf16", lambda v=fast_bf16: v)
+        assert BaseModelConfig(preset="tiny").resolved_precision() == "fp32"
+    assert shipped.shipped_build(BaseModelConfig(preset="tiny", precision="bf16")) is None
+    assert BaseModelConfig(preset="tiny", precision="bf16").resolved_precision() == "bf16"
+    # other settings train their own model
+    for other in ({"seed": 1}, {"steps": 10}, {"corpus": str(tmp_path)}):
+        assert shipped.shipped_build(BaseModelConfig(preset="tiny", **other)) is None, other
+    assert shipped.shipped_build(BaseModelConfig(preset="micro")) is None
+    # weights that do not hash to the recorded sha256 (a truncated checkout) are not used
+    broken = tmp_path / "shipped"
+    shutil.copytree(shipped.SHIPPED_DIR, broken)
+    with open(broken / "omlkit-tiny" / "model.safetensors", "r+b") as fh:
+        fh.truncate(1000)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", broken)
+    assert shipped.shipped_build(BaseModelConfig(preset="tiny")) is None
+
+
 def test_corpus_split_is_fixed_and_clean():
     train, held = corpus_split("train"), corpus_split("heldout")
     assert len(train) > 1000 and len(held) > 50

@@ -28,6 +28,9 @@ def print_summary(path, info: dict) -> None:
     verdict = "[green]ok[/green] (≤ 1/3)" if ratio <= 1 / 3 else "[red]above 1/3[/red]"
     table.add_row("ratio to unigram", f"{ratio:.3f} {verdict}")
     table.add_row("weights sha256", info["weights_sha256"][:16] + "…")
+    if info.get("shipped"):
+        built_on = info.get("built_on", "see build_info.json")
+        table.add_row("origin", f"the build shipped with omlkit ({built_on}); --force trains one here")
     for prompt, text in info.get("samples", {}).items():
         table.add_row("greedy sample", f"{prompt}[bold]{text}[/bold]")
     Console().print(table)

@@ -65,10 +65,13 @@ class BaseModelConfig(OmlConfig):
         return p.model_copy(update={"steps": self.steps}) if self.steps else p
 
     def resolved_precision(self) -> str:
-        """``precision`` with ``auto`` resolved for this machine (bf16 and fp32 builds differ in weights)."""
+        """``precision`` with ``auto`` resolved (bf16 and fp32 builds differ in weights): the shipped
+        build's precision when one stands in for this config, else what this machine's CPU does fast."""
         from omlkit.hardware import cpu_precision
+        from omlkit.models.shipped import shipped_build
 
-        return cpu_precision(self.precision)
+        shipped = shipped_build(self) if self.precision == "auto" else None
+        return shipped[1]["resolved_precision"] if shipped else cpu_precision(self.precision)
 
     def cache_name(self) -> str:
         """Folder name in the cache: preset plus a hash of everything that changes the weights."""

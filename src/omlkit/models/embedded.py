@@ -1,7 +1,8 @@
 """The embedded base model ``omlkit-tiny`` (and ``omlkit-micro`` for tests): built once, cached.
 
-``ensure_base_model("tiny")`` returns the cached model folder, building it on first use. Builds are
-written to a temporary folder and renamed into place, and a file lock makes concurrent callers (two
+``ensure_base_model("tiny")`` returns the cached model folder, building it on first use (or copying
+the build shipped in the package, :mod:`omlkit.models.shipped`). Builds are written to a temporary
+folder and renamed into place, and a file lock makes concurrent callers (two
 ranks of a distributed run, two test workers) wait for one build instead of racing.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from omlkit.errors import ConfigError, RunDirError
 from omlkit.io import atomic_write_json, sha256_file
 from omlkit.models.base_config import PRESETS, BaseModelConfig
+from omlkit.models.shipped import shipped_build
 from omlkit.paths import omlkit_home
 
 BUILD_INFO = "build_info.json"
@@ -52,19 +54,16 @@ def build_base_model(cfg: BaseModelConfig, progress: bool = True) -> tuple[Path,
             return target, json.loads((target / BUILD_INFO).read_text())
         if target.exists() and not (target / BUILD_INFO).is_file() and any(target.iterdir()):
             raise RunDirError(f"{target} exists and is not an omlkit base model; choose another --out")
-        from omlkit.models.pretrain import pretrain
-
-        model, tokenizer, summary = pretrain(cfg, progress=progress)
+        shipped = None if cfg.force else shipped_build(cfg)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-            info = {"name": f"omlkit-{cfg.preset}", "config": cfg.model_dump(mode="json"),
-                    **dataclasses.asdict(summary), "ratio_to_unigram": summary.ratio,
-                    "weights_sha256": weights_sha(tmp)}
+            if shipped:
+                folder, info = shipped
+                for f in folder.iterdir():
+                    shutil.copyfile(f, tmp / f.name)
+                info = {**info, "shipped": True}
+            else:
+                info = _train_into(cfg, tmp, progress)
             atomic_write_json(tmp / BUILD_INFO, info)
             if target.exists():
                 shutil.rmtree(target)
@@ -73,6 +72,21 @@ def build_base_model(cfg: BaseModelConfig, progress: bool = True) -> tuple[Path,
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return target, info
+
+
+def _train_into(cfg: BaseModelConfig, folder: Path, progress: bool) -> dict:
+    """Pretrain per ``cfg`` and save model + tokenizer into ``folder``; returns the build info."""
+    from transformers.utils import logging as hf_logging
+
+    from omlkit.models.pretrain import pretrain
+
+    model, tokenizer, summary = pretrain(cfg, progress=progress)
+    hf_logging.disable_progress_bar()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return {"name": f"omlkit-{cfg.preset}", "config": cfg.model_dump(mode="json"),
+            "resolved_precision": cfg.resolved_precision(), **dataclasses.asdict(summary),
+            "ratio_to_unigram": summary.ratio, "weights_sha256": weights_sha(folder)}
 
 
 def ensure_base_model(preset: str = "tiny", progress: bool = True) -> Path:
