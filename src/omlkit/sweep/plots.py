@@ -50,7 +50,7 @@ def plot_metric_vs_axis(rows: list[dict[str, Any]], axis: str, path: Path) -> Pa
         series.setdefault(key, []).append(r)
     plt = _pyplot()
     fig, axs = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
-    log_x = min(xs) > 0 and max(xs) / min(xs) >= 30
+    log_x = min(xs) > 0 and max(xs) / min(xs) >= 8  # three doublings or more: a log2 axis
     for ax, (metric, title) in zip(axs[0], metrics, strict=True):
         for name, pts in series.items():
             pts = sorted((p["labels"][axis], p["metrics"].get(metric)) for p in pts)
