@@ -37,6 +37,11 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
+def _log_axis(xs: list[float]) -> bool:
+    """A log2 x-axis for positive values spanning three doublings or more (n 16..4096, steps 16..1024)."""
+    return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 8
+
+
 def plot_metric_vs_axis(rows: list[dict[str, Any]], axis: str, path: Path) -> Path | None:
     """Recovery and utility delta against ``axis`` (one line per combination of the other axes)."""
     done = [r for r in rows if r["status"] == "done"]
@@ -50,7 +55,7 @@ def plot_metric_vs_axis(rows: list[dict[str, Any]], axis: str, path: Path) -> Pa
         series.setdefault(key, []).append(r)
     plt = _pyplot()
     fig, axs = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
-    log_x = min(xs) > 0 and max(xs) / min(xs) >= 8  # three doublings or more: a log2 axis
+    log_x = _log_axis(xs)
     for ax, (metric, title) in zip(axs[0], metrics, strict=True):
         for name, pts in series.items():
             pts = sorted((p["labels"][axis], p["metrics"].get(metric)) for p in pts)
@@ -86,6 +91,8 @@ def plot_persistence(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, _kind, _name, pts in curves:
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=label)
+    if _log_axis([x for *_, pts in curves for x, _ in pts]):
+        ax.set_xscale("log", base=2)
     ax.set_xlabel(f"{curves[0][1]} attack: {curves[0][2]}")
     ax.set_ylabel("fingerprints surviving")
     ax.set_ylim(-0.05, 1.05)
