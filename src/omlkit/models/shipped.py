@@ -19,6 +19,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 MATCHED_FIELDS = ("preset", "seed", "corpus", "dataset", "text_field", "steps")
 
 log = logging.getLogger(__name__)
+_VERIFIED: dict[tuple, bool] = {}
 
 
 def shipped_build(cfg: Any) -> tuple[Path, dict[str, Any]] | None:
@@ -40,7 +41,10 @@ def shipped_build(cfg: Any) -> tuple[Path, dict[str, Any]] | None:
     if cfg.precision not in ("auto", info.get("resolved_precision")):
         return None
     files = sorted(folder.glob("*.safetensors"))
-    if not files or "".join(sha256_file(f) for f in files) != info.get("weights_sha256"):
+    key = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if key not in _VERIFIED:  # hash the 21 MB once per process, not on every model lookup
+        _VERIFIED[key] = bool(files) and "".join(sha256_file(f) for f in files) == info.get("weights_sha256")
+    if not _VERIFIED[key]:
         log.warning("shipped weights in %s do not match their recorded sha256; training instead", folder)
         return None
     return folder, info
