@@ -115,12 +115,15 @@ def is_wrapper(path: str | os.PathLike) -> bool:
     return (Path(path) / WRAPPER_FILE).is_file()
 
 
-def load_attacked(path: str | os.PathLike, device: str | None = None) -> tuple[Any, Any]:
-    """``(model, tokenizer)`` of an attacked model folder or wrapper folder (or any loadable model)."""
+def load_attacked(
+    path: str | os.PathLike, device: str | None = None, dtype: str | None = None
+) -> tuple[Any, Any]:
+    """``(model, tokenizer)`` of an attacked model folder or wrapper folder (or any loadable model);
+    ``dtype`` applies to a plain model folder (a wrapper loads its model as the attack wrote it)."""
     if not is_wrapper(path):
         from omlkit.models.loading import load_model
 
-        return load_model(path, device=device)
+        return load_model(path, device=device, dtype=dtype)
     spec_path = Path(path) / WRAPPER_FILE
     try:
         spec = json.loads(spec_path.read_text(encoding="utf-8"))

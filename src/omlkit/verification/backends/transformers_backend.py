@@ -63,18 +63,16 @@ class TransformersBackend(TokenBackend):
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        from omlkit.models.loading import context_length, load_model, load_tokenizer
+        from omlkit.models.loading import context_length, load_tokenizer
 
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
         if isinstance(model, (str, os.PathLike)):
-            from omlkit.evaluation.attacks.base import is_wrapper, load_attacked
+            from omlkit.evaluation.attacks.base import load_attacked
 
             self.name = str(model)
-            if is_wrapper(model):  # a decoding-time attack's folder (suppress, perplexity-filter)
-                model, tok = load_attacked(model, device=device)
-            else:
-                model, tok = load_model(model, device=device, dtype=dtype)
+            # any model path, or a decoding-time attack's wrapper folder (suppress, perplexity-filter)
+            model, tok = load_attacked(model, device=device, dtype=dtype)
             tokenizer = tokenizer or tok
         else:
             self.name = str(getattr(model, "name_or_path", "") or type(model).__name__)
