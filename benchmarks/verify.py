@@ -5,7 +5,8 @@
    (target >= 20x on CPU). One-at-a-time can be timed on a subset (``--single-n``) and is then
    extrapolated per key. Both runs must give the same answer for every key they share.
 2. Endpoint: keys per second through the HTTP backend against ``oml serve``'s app on loopback, with
-   1, 8 and 32 requests in flight (the server decodes one request at a time).
+   1, 8 and 32 requests in flight (the server decodes concurrent requests together, up to
+   ``--batch-size`` prompts a batch).
 
 Keys are held-out corpus text cut to ``--key-length`` tokens; responses are 1-token random words, so
 answers are generated exactly as for a perinucleus set (response length 1 -> 3 new tokens).
@@ -134,9 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     endpoint = []
-    server_backend = TransformersBackend(backend.model, backend.tokenizer, batch_size=1)
+    server_backend = TransformersBackend(backend.model, backend.tokenizer, batch_size=args.batch_size)
     ep_set = subset(fp_set, min(args.endpoint_n, args.n))
-    with serve_in_thread(create_app(backend=server_backend, served_name="bench")) as url:
+    app = create_app(backend=server_backend, served_name="bench", max_batch=args.batch_size)
+    with serve_in_thread(app) as url:
         for c in (int(x) for x in args.concurrency.split(",")):
             res, secs = timed(lambda c=c: verify_fingerprints(ep_set, HttpBackend(url, concurrency=c)))
             same = [r["answer"] for r in res.records] == [r["answer"] for r in batched.records[: len(ep_set)]]

@@ -23,6 +23,7 @@ def run_serve(cfg: ServeConfig) -> None:
         device=cfg.device,
         dtype=cfg.dtype,
         max_tokens_limit=cfg.max_tokens_limit,
+        max_batch=cfg.max_batch,
     )
 
 

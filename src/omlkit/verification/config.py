@@ -88,3 +88,4 @@ class ServeConfig(OmlConfig):
     device: str | None = Field(None, description="torch device (default: cuda when available, else cpu).")
     dtype: str | None = Field(None, description="bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu).")
     max_tokens_limit: int = Field(512, ge=1, description="Largest max_tokens a request may ask for.")
+    max_batch: int = Field(32, ge=1, description="Most prompts of concurrent requests decoded in one batch.")

@@ -4,8 +4,9 @@
 Decoding is always greedy (``temperature`` is accepted and ignored), so a remote check sees what a
 local one does. A chat request of one user message (after an optional system message) is encoded
 token-exactly like local verification (:func:`omlkit.models.prompts.prompt_ids`); longer
-conversations go through the chat template. Requests are served one at a time behind a lock, so the
-app is safe under a threaded server; batching is left to real inference servers.
+conversations go through the chat template. Concurrent requests with the same decoding settings are
+decoded together in one batched pass (:mod:`omlkit.verification.batching`, up to ``max_batch``
+prompts), so throughput grows with client concurrency while each answer stays what it would be alone.
 """
 
 from __future__ import annotations
@@ -109,22 +110,26 @@ def create_app(
     device: str | None = None,
     dtype: str | None = None,
     max_tokens_limit: int = 512,
+    max_batch: int = 32,
 ) -> FastAPI:
     """The FastAPI app serving ``model_path`` (id, folder or embedded name; default omlkit-tiny), or an
     already built ``backend`` (a TransformersBackend, to share a loaded model). With ``api_key`` every
-    request must carry ``Authorization: Bearer <api_key>`` (401 otherwise)."""
+    request must carry ``Authorization: Bearer <api_key>`` (401 otherwise). Up to ``max_batch`` prompts of
+    concurrent requests are decoded in one batch (``app.state.batcher.stats`` counts them)."""
     from omlkit.models.loading import DEFAULT_MODEL
     from omlkit.verification.backends.transformers_backend import TransformersBackend
+    from omlkit.verification.batching import DecodeBatcher
 
     if backend is None:
         model_path = model_path if model_path is not None else DEFAULT_MODEL
-        backend = TransformersBackend(model_path, device=device, dtype=dtype, batch_size=16)
+        backend = TransformersBackend(model_path, device=device, dtype=dtype, batch_size=max_batch)
     name = served_name or (str(model_path) if model_path is not None else backend.name)
     tok = backend.tokenizer
     vocab = backend.model.get_input_embeddings().weight.shape[0]
-    lock = threading.Lock()
+    batcher = DecodeBatcher(backend, max_batch=max_batch)
     app = FastAPI(title="omlkit serve", description=f"greedy OpenAI-compatible server for {name}")
     app.state.backend = backend
+    app.state.batcher = batcher
 
     @app.exception_handler(_ApiError)
     async def _api_error(_: Request, exc: _ApiError) -> JSONResponse:
@@ -145,8 +150,7 @@ def create_app(
             raise _ApiError(400, "only n=1 is supported (decoding is greedy)")
         if any(not 0 <= t < vocab for p in prompts for t in p):
             raise _ApiError(400, f"prompt token ids must lie in [0, {vocab})")
-        with lock:
-            gens, errors = backend.generate_detailed(prompts, max_tokens, top_k=top_k)
+        gens, errors = batcher.generate(prompts, max_tokens, top_k=top_k)
         bad = next((e for e in errors if e), None)
         if bad:
             raise _ApiError(400, bad)
