@@ -140,6 +140,22 @@ def test_kl_to_base_keeps_utility_closer_to_the_base(micro_model, micro_tok, tmp
     assert rel[1.0] < rel[0.0] / 2, rel
 
 
+def test_fields_added_later_leave_run_ids_alone_at_their_default(tmp_path):
+    from omlkit.insertion.config import InsertConfig, KLToBaseConfig
+
+    fp = tmp_path / "fp.json"
+    def run_hash(**kw) -> str:
+        return InsertConfig(model="micro", fingerprints=fp, kl_strength=1.0, **kw).run_hash("x")
+
+    cfg = InsertConfig(model="micro", fingerprints=fp, kl_strength=1.0)
+    assert "kl_every" not in cfg.hashed_fields() and "kl_every" in cfg.model_dump()
+    assert run_hash() == run_hash(kl_every=1) != run_hash(kl_every=2)
+    nested = InsertConfig(model="micro", fingerprints=fp, regularizers=[KLToBaseConfig(every=1)])
+    assert "every" not in nested.hashed_fields()["regularizers"][0]
+    assert nested.run_hash("x") != InsertConfig(model="micro", fingerprints=fp,
+                                                regularizers=[KLToBaseConfig(every=2)]).run_hash("x")
+
+
 def test_run_id_hashes_fingerprint_content_not_paths(tmp_path):
     a = InsertConfig(fingerprints=tmp_path / "a.json")
     b = InsertConfig(fingerprints=tmp_path / "b.json", out_dir=tmp_path / "elsewhere", force=True)

@@ -301,6 +301,26 @@ def test_kl_to_base_windows_depend_on_step_and_rank_only():
     assert draws(0, 5).shape == (4, 8)
 
 
+def test_kl_every_n_steps_applies_n_times_the_strength_on_every_nth_step_only():
+    model = tiny_llama()
+    with torch.no_grad():
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight))
+    every, plain = (
+        KLToBase(icfg.KLToBaseConfig(strength=2.0, batch_size=2, length=8, every=n)) for n in (3, 1)
+    )
+    for reg in (every, plain):
+        reg.attach(corpus_context())
+        reg.prepare(model)
+    for step in range(7):
+        every.step = plain.step = step
+        every.micro = plain.micro = 0
+        term = every.loss_term(model)
+        if step % 3:
+            assert term is None
+        else:
+            torch.testing.assert_close(term, 3 * plain.loss_term(model))
+
+
 def test_kl_to_reference_matches_the_definition():
     logits, ref = torch.randn(2, 3, 5), torch.randn(2, 3, 5)
     p = ref.softmax(-1)

@@ -25,15 +25,40 @@ from omlkit.io import canonical_json, sha256_bytes
 
 C = TypeVar("C", bound="OmlConfig")
 
+#: ``json_schema_extra`` of a field added after run ids were published: left out of a run id (and of a
+#: sweep point id) while it holds its default, so adding a field does not rename every existing run.
+OMIT_DEFAULT_FROM_ID = {"omit_default_from_id": True}
+
+
+def id_data(model: BaseModel, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """``model`` as JSON data with defaults included, except fields marked :data:`OMIT_DEFAULT_FROM_ID`
+    while they hold their default (in nested models and lists of models too), and ``exclude``."""
+    data = model.model_dump(mode="json", exclude=set(exclude))
+    for name, field in type(model).model_fields.items():
+        if name not in data:
+            continue
+        value, extra = getattr(model, name), field.json_schema_extra
+        if isinstance(extra, dict) and extra.get("omit_default_from_id") and value == field.default:
+            del data[name]
+        elif isinstance(value, BaseModel):
+            data[name] = id_data(value)
+        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
+            data[name] = [id_data(v) for v in value]
+    return data
+
 
 class OmlConfig(BaseModel):
     """Base of every config: unknown fields are refused, values validated on assignment."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
 
+    def id_fields(self, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+        """Every field but ``exclude`` as JSON data, defaults included — what ids hash (:func:`id_data`)."""
+        return id_data(self, exclude)
+
     def canonical(self) -> str:
-        """Deterministic JSON of every field (defaults included) — what a run id hashes."""
-        return canonical_json(self.model_dump(mode="json"))
+        """Deterministic JSON of :meth:`id_fields` — what a run id hashes."""
+        return canonical_json(self.id_fields())
 
     def config_hash(self, *extra: str, length: int = 12) -> str:
         """Short sha256 of the canonical config plus any ``extra`` strings (e.g. a fingerprint file hash)."""

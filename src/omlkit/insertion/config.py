@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from omlkit.config import OmlConfig
+from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
 from omlkit.io import canonical_json, sha256_bytes
 
 #: Fields that say where or how to run, not what to train: they never change the run id.
@@ -70,6 +70,8 @@ class KLToBaseConfig(_RegConfig):
     strength: float = Field(1.0, gt=0.0)
     batch_size: int = Field(8, ge=1, description="Corpus windows per step (per process).")
     length: int = Field(64, ge=2, description="Tokens per window.")
+    every: int = Field(1, ge=1, description="Apply on every N-th step only, at N× the strength.",
+                       json_schema_extra=OMIT_DEFAULT_FROM_ID)
     on_prompts: bool = Field(False, description="Also at the training batch's prompt (key) positions.")
 
 
@@ -153,6 +155,10 @@ class InsertConfig(OmlConfig):
     )
     kl_batch_size: int = Field(8, ge=1, description="Benign windows per step for the KL-to-base term.")
     kl_length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
+    kl_every: int = Field(
+        1, ge=1, description="KL-to-base on every N-th optimizer step only, at N× the strength (cheaper).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     kl_on_prompts: bool = Field(
         False, description="Also apply the KL-to-base term inside the keys of each training batch."
     )
@@ -215,7 +221,8 @@ class InsertConfig(OmlConfig):
             regs.append(L2ToBaseConfig(strength=self.l2_strength))
         if self.kl_strength:
             regs.append(KLToBaseConfig(strength=self.kl_strength, batch_size=self.kl_batch_size,
-                                       length=self.kl_length, on_prompts=self.kl_on_prompts))
+                                       length=self.kl_length, every=self.kl_every,
+                                       on_prompts=self.kl_on_prompts))
         if self.forgetting_regularizer_strength:
             regs.append(ModelAveragingConfig(strength=self.forgetting_regularizer_strength,
                                              interval=self.averaging_interval))
@@ -224,7 +231,7 @@ class InsertConfig(OmlConfig):
 
     def hashed_fields(self) -> dict:
         """The fields that define what is trained (everything but :data:`NOT_HASHED`), as JSON data."""
-        return self.model_dump(mode="json", exclude=set(NOT_HASHED))
+        return self.id_fields(exclude=set(NOT_HASHED))
 
     def run_hash(self, fingerprints_sha256: str, length: int = 12) -> str:
         """Run id: sha256 of the canonical hashed fields plus the fingerprint file's content hash."""

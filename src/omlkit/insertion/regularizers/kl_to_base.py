@@ -92,11 +92,14 @@ class KLToBase(Regularizer):
         starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
         return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()])
 
-    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor:
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
         """strength·KL(p_base ‖ p_θ) over every position of this micro-batch's windows, plus (``on_prompts``)
-        over the training batch's prompt positions."""
+        over the training batch's prompt positions. With ``every`` = N only on steps 0, N, 2N, … (None on
+        the others), at N× the strength, so the mean pull is unchanged at 1/N of the cost."""
         if self._base is None:
             raise ConfigError("kl_to_base: no reference model (the regularizer was not attached to a run)")
+        if self.step % self.config.every:
+            return None
         device = next(model.parameters()).device
         if next(self._base.parameters()).device != device:
             self._base.to(device)
@@ -106,7 +109,7 @@ class KLToBase(Regularizer):
         term = kl_to_reference(model(input_ids=ids).logits, ref)
         if self.config.on_prompts and batch is not None:
             term = term + self.prompt_kl(batch)
-        return self.config.strength * term
+        return self.config.strength * self.config.every * term
 
     def prompt_kl(self, batch: TrainBatch) -> torch.Tensor:
         """KL(p_base ‖ p_θ) at the positions of ``batch`` that predict a prompt token (key, system prompt):

@@ -81,7 +81,7 @@ class Stage(ABC):
     def id_fields(cls, section: dict[str, Any], source: str) -> dict[str, Any]:
         """Every field that defines what this stage computes (defaults filled in): what point ids hash."""
         cfg = cls.validate(section, source)
-        return cfg.model_dump(mode="json", exclude=set(cls.runner_fields | cls.not_in_id))
+        return cfg.id_fields(exclude=set(cls.runner_fields | cls.not_in_id))
 
     def config(self, ctx: StageContext, **runner: Any) -> Any:
         """The section of ``ctx`` validated with the real runner values."""
