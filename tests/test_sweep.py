@@ -301,3 +301,17 @@ def test_only_refuses_an_unknown_point(tmp_path, capsys):
     assert main(["sweep", str(cfg), "--only", "nope", "--out", str(tmp_path / "out")]) == 2
     assert "--only: nope is not a point" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_plot_axes_follow_the_span_of_the_values(tmp_path):
+    from omlkit.sweep import plots
+
+    assert plots._log_axis([16, 64, 256, 1024]) and not plots._log_axis([0, 0.5, 0.9])
+    assert plots._symlog_threshold([0.18, 2.7, 1.0e6]) == pytest.approx(0.18)
+    assert plots._symlog_threshold([-3.0, 0.0, 12.0]) is None  # one order of magnitude: linear
+    rows = [
+        {"status": "done", "labels": {"lam": lam}, "metrics": {"recovery": rec, "ppl_delta": d}}
+        for lam, rec, d in [(0, 0.94, 1.0e6), (0.5, 0.03, 18.8), (0.9, 0.0, 0.18)]
+    ]
+    path = plots.plot_metric_vs_axis(rows, "lam", tmp_path / "p.png")
+    assert path is not None and path.stat().st_size > 1000

@@ -42,6 +42,13 @@ def _log_axis(xs: list[float]) -> bool:
     return bool(xs) and min(xs) > 0 and max(xs) / min(xs) >= 8
 
 
+def _symlog_threshold(ys: list[float]) -> float | None:
+    """The linear range of a symlog y-axis when the nonzero values span three orders of magnitude or
+    more (a perplexity delta from +0.2 to +2e6), else None (a linear axis)."""
+    nonzero = [abs(y) for y in ys if y]
+    return min(nonzero) if len(nonzero) >= 2 and max(nonzero) / min(nonzero) >= 1000 else None
+
+
 def plot_metric_vs_axis(rows: list[dict[str, Any]], axis: str, path: Path) -> Path | None:
     """Recovery and utility delta against ``axis`` (one line per combination of the other axes)."""
     done = [r for r in rows if r["status"] == "done"]
@@ -66,6 +73,9 @@ def plot_metric_vs_axis(rows: list[dict[str, Any]], axis: str, path: Path) -> Pa
         ax.set_title(title)
         if metric == "recovery":
             ax.set_ylim(-0.05, 1.05)
+        elif threshold := _symlog_threshold([r["metrics"][metric] for r in done
+                                             if r["metrics"].get(metric) is not None]):
+            ax.set_yscale("symlog", linthresh=threshold)
         if log_x:
             ax.set_xscale("log", base=2)
         ax.grid(alpha=0.3)
