@@ -102,7 +102,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     from omlkit.insertion import dataset as ds
     from omlkit.insertion.augmentation import train_system_prompts
     from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
-    from omlkit.insertion.greedy import recovered
+    from omlkit.insertion.greedy import pad_id, recovered
     from omlkit.insertion.losses import capped_cross_entropy
     from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
     from omlkit.insertion.run_dir import check_disk_space, open_run, run_dir_for
@@ -167,9 +167,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
                       enabled=config.early_stop, log=log)
     callbacks = [log, early, EpochSetter(train_set)] + [cb for r in regularizers for cb in r.callbacks()]
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     trainer = FingerprintTrainer(
-        model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad),
+        model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
         processing_class=tok, callbacks=callbacks, regularizers=regularizers,
         compute_loss_func=capped_cross_entropy(config.confidence_cap) if config.confidence_cap else None,
     )

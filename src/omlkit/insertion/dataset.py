@@ -59,11 +59,10 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
     from dataclasses import replace
 
     from omlkit.fingerprints.strategies.perinucleus import continues_word
-    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.insertion.greedy import greedy_generate, pad_id
 
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
-    nxt = greedy_generate(model, prompts, 1, pad, tokenizer.eos_token_id)
+    nxt = greedy_generate(model, prompts, 1, pad_id(tokenizer), tokenizer.eos_token_id)
     out = []
     for fp, (token, *_) in zip(fps, nxt, strict=True):  # one new token each
         text = tokenizer.decode([token], skip_special_tokens=True)
@@ -209,13 +208,12 @@ def benign_prompts(texts: Sequence[str], tokenizer, n: int, prompt_tokens: int, 
 def benign_examples(model, tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 16,
                     new_tokens: int = 16, seed: int = 0, batch_size: int = 64) -> list[dict[str, list[int]]]:
     """``n`` benign examples whose targets are ``model``'s own greedy continuations (batched)."""
-    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.insertion.greedy import greedy_generate, pad_id
 
     if n == 0:
         return []
     prompts = benign_prompts(texts, tokenizer, n, prompt_tokens, seed)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    conts = greedy_generate(model, prompts, new_tokens, pad, tokenizer.eos_token_id, batch_size)
+    conts = greedy_generate(model, prompts, new_tokens, pad_id(tokenizer), tokenizer.eos_token_id, batch_size)
     return [masked_example(p, c) for p, c in zip(prompts, conts, strict=True) if c]
 
 

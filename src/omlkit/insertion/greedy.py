@@ -13,6 +13,11 @@ import torch
 from omlkit.verification.matching import response_matches
 
 
+def pad_id(tokenizer) -> int:
+    """The id training and decoding pad with: the tokenizer's pad token, else its EOS."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
 def _unwrap(model):
     return getattr(model, "module", model)
 
@@ -61,7 +66,7 @@ def recovered(model, tokenizer, prompts: Sequence[Sequence[int]], responses: Seq
     Generates ``max(response_lengths) + 1`` tokens so the word-boundary rule of exact matching can see
     what follows the response.
     """
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    gens = greedy_generate(model, prompts, max(response_lengths) + 1, pad, tokenizer.eos_token_id, batch_size)
+    gens = greedy_generate(model, prompts, max(response_lengths) + 1, pad_id(tokenizer),
+                           tokenizer.eos_token_id, batch_size)
     answers = [tokenizer.decode(g, skip_special_tokens=True) for g in gens]
     return [response_matches(r, a, match) for r, a in zip(responses, answers, strict=True)]
