@@ -315,3 +315,64 @@ def test_plot_axes_follow_the_span_of_the_values(tmp_path):
     ]
     path = plots.plot_metric_vs_axis(rows, "lam", tmp_path / "p.png")
     assert path is not None and path.stat().st_size > 1000
+
+
+#: The fields each id-hashing config had when run and sweep-point ids were first published. A field
+#: added since must carry OMIT_DEFAULT_FROM_ID, or every finished run and sweep point would get a new
+#: id (and be trained again) the day it lands.
+PUBLISHED_FIELDS = {
+    "AttackConfig": (
+        "base bits chat data device fingerprints force gates heldout_texts kind lambdas lora_rank "
+        "lr match model out seed seq_len steps thresholds train_batch_size"
+    ),
+    "UtilityConfig": "base batch_size benchmarks device force heldout_texts limit max_length model out tasks",
+    "FalsePositivesConfig": (
+        "alpha base batch_size device fingerprints include_base match models preset seeds"
+    ),
+    "GenerateConfig": (
+        "batch_size device force functional_vocab functional_words generator_model k key_length "
+        "key_strategy keys_file n out progress response_length response_strategy seed t "
+        "target_model temperature"
+    ),
+    "InsertConfig": (
+        "added_params averaging_interval batch_size benign_corpus benign_dataset benign_fraction "
+        "benign_new_tokens benign_prompt_tokens benign_target chat check_every checkpoint_every "
+        "confidence_cap device early_stop epochs fingerprints force forgetting_regularizer_strength "
+        "freeze_embeddings grad_accum kl_batch_size kl_length kl_on_prompts kl_strength l2_strength "
+        "learning_rate logging_steps lora lora_alpha lora_merge lora_r lora_target_modules "
+        "loss_threshold lr_schedule max_grad_norm max_steps model out_dir precision "
+        "prompt_augmentation recipe regularizers response_boundary response_eos resume run_id seed "
+        "warmup_steps weight_decay"
+    ),
+    "RobustnessConfig": "batch_size chat device fingerprints force label match model out",
+    "VerifyConfig": (
+        "alpha api_key backend batch_size chat concurrency device dtype endpoint fingerprints force "
+        "match max_new_tokens model out rank_k rate_limit retries reveal sample seed served_model "
+        "system_prompt timeout"
+    ),
+    "AddedParamsConfig": "kind width",
+    "DummyConfig": "kind",
+    "KLToBaseConfig": "batch_size kind length on_prompts strength",
+    "L2ToBaseConfig": "kind strength",
+    "LoraConfig": "alpha dropout kind merge r target_modules",
+    "ModelAveragingConfig": "interval kind strength",
+}
+
+
+def test_fields_added_since_ids_were_published_are_left_out_of_ids_at_their_default():
+    import omlkit.insertion.config as icfg
+    from omlkit.sweep.config import _stages
+
+    registry = _stages()
+    classes = {stage.config_cls for _, stage in registry.items()}
+    classes |= {getattr(icfg, n) for n in PUBLISHED_FIELDS if hasattr(icfg, n)}
+    assert {c.__name__ for c in classes} == set(PUBLISHED_FIELDS), "a new id-hashing config: add it here"
+    for cls in classes:
+        for name, field in cls.model_fields.items():
+            if name in PUBLISHED_FIELDS[cls.__name__].split():
+                continue
+            extra = field.json_schema_extra
+            assert isinstance(extra, dict) and extra.get("omit_default_from_id"), (
+                f"{cls.__name__}.{name} is new: give it json_schema_extra=OMIT_DEFAULT_FROM_ID so existing "
+                "run and sweep-point ids stay valid"
+            )
