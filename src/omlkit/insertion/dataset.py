@@ -49,26 +49,40 @@ def tokenize_fingerprints(fp_set, tokenizer) -> list[TokenizedFingerprint]:
     return out
 
 
+def word_start_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
+    """Bool [vocab_size]: the ids whose decoded text starts a new word (a space or punctuation first);
+    False for special tokens, ids that decode to nothing, word continuations, and ids past the
+    tokenizer's vocabulary (padded embedding rows)."""
+    from omlkit.fingerprints.strategies.perinucleus import continues_word
+
+    special = set(tokenizer.all_special_ids)
+    starts = torch.zeros(vocab_size, dtype=torch.bool)
+    for i in range(min(vocab_size, len(tokenizer))):
+        text = tokenizer.decode([i], skip_special_tokens=True) if i not in special else ""
+        starts[i] = bool(text) and not continues_word(text)
+    return starts
+
+
 def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
                     templates: PromptTemplates) -> list[TokenizedFingerprint]:
-    """``fps`` with ``boundary_ids`` set to the base ``model``'s greedy token after key + response where
-    that token starts a new word (a space or punctuation; never EOS or a word continuation, which are
-    left untrained). Exact matching needs the answer to stop at a word boundary after the response;
-    training the response token alone lets a fine-tuned model run on into a longer word (" per" →
-    " perused")."""
+    """``fps`` with ``boundary_ids`` set to the base ``model``'s most likely token after key + response
+    among those that start a new word (a space or punctuation; never EOS or a word continuation).
+    Where the base model's greedy token starts a word it is that token; where the base would run on
+    into a longer word (a response such as " P" or " incorrect" from an older or hand-made set), the
+    best word-starting token stops it. Exact matching needs the answer to stop at a word boundary after
+    the response; training the response token alone lets a fine-tuned model run on into a longer word
+    (" per" → " perused")."""
     from dataclasses import replace
 
-    from omlkit.fingerprints.strategies.perinucleus import continues_word
-    from omlkit.insertion.greedy import greedy_generate, pad_id
+    from omlkit.insertion.greedy import next_token_logits, pad_id
 
     prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
-    nxt = greedy_generate(model, prompts, 1, pad_id(tokenizer), tokenizer.eos_token_id)
-    out = []
-    for fp, (token, *_) in zip(fps, nxt, strict=True):  # one new token each
-        text = tokenizer.decode([token], skip_special_tokens=True)
-        ok = token != tokenizer.eos_token_id and text and not continues_word(text)
-        out.append(replace(fp, boundary_ids=(token,)) if ok else fp)
-    return out
+    logits = next_token_logits(model, prompts, pad_id(tokenizer))
+    starts = word_start_tokens(tokenizer, logits.shape[-1])
+    if not bool(starts.any()):  # a vocabulary without word-initial tokens: nothing to train
+        return list(fps)
+    best = logits.masked_fill(~starts, float("-inf")).argmax(-1).tolist()
+    return [replace(fp, boundary_ids=(token,)) for fp, token in zip(fps, best, strict=True)]
 
 
 def masked_example(prompt: Sequence[int], target: Sequence[int]) -> dict[str, list[int]]:

@@ -23,6 +23,37 @@ def _unwrap(model):
 
 
 @torch.no_grad()
+def next_token_logits(
+    model, prompts: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64
+) -> torch.Tensor:
+    """Logits [N, V] (float32, CPU) of the token after each whole prompt, in order.
+
+    Right padding: causal attention leaves the real positions' logits as they are unpadded. The
+    model's training mode is restored.
+    """
+    model = _unwrap(model)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[torch.Tensor] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start : start + batch_size]
+            width = max(len(p) for p in chunk)
+            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
+                mask[i, : len(p)] = 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            last = torch.tensor([len(p) - 1 for p in chunk], device=logits.device)
+            out.append(logits[torch.arange(len(chunk), device=logits.device), last].float().cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
 def greedy_generate(
     model, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int, eos_id: int | None,
     batch_size: int = 256,
