@@ -22,6 +22,18 @@ def _unwrap(model):
     return getattr(model, "module", model)
 
 
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)`` [B, longest] of ``rows`` padded on the left or the right."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols] = torch.tensor(list(r), dtype=torch.long)
+        mask[i, cols] = 1
+    return ids, mask
+
+
 @torch.no_grad()
 def next_token_logits(
     model, prompts: Sequence[Sequence[int]], pad_id: int, batch_size: int = 64
@@ -39,12 +51,7 @@ def next_token_logits(
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, p in enumerate(chunk):
-                ids[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-                mask[i, : len(p)] = 1
+            ids, mask = pad_batch(chunk, pad_id, left=False)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             last = torch.tensor([len(p) - 1 for p in chunk], device=logits.device)
             out.append(logits[torch.arange(len(chunk), device=logits.device), last].float().cpu())
@@ -70,12 +77,8 @@ def greedy_generate(
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
-            width = max(len(p) for p in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, p in enumerate(chunk):
-                ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
-                mask[i, width - len(p) :] = 1
+            ids, mask = pad_batch(chunk, pad_id, left=True)
+            width = ids.shape[1]
             gen = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
                 do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id, num_beams=1,
