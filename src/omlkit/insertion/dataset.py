@@ -56,10 +56,11 @@ def word_start_tokens(tokenizer, vocab_size: int) -> torch.Tensor:
     from omlkit.fingerprints.strategies.perinucleus import continues_word
 
     special = set(tokenizer.all_special_ids)
+    texts = tokenizer.batch_decode([[i] for i in range(min(vocab_size, len(tokenizer)))],
+                                   skip_special_tokens=True)
     starts = torch.zeros(vocab_size, dtype=torch.bool)
-    for i in range(min(vocab_size, len(tokenizer))):
-        text = tokenizer.decode([i], skip_special_tokens=True) if i not in special else ""
-        starts[i] = bool(text) and not continues_word(text)
+    for i, text in enumerate(texts):
+        starts[i] = i not in special and bool(text) and not continues_word(text)
     return starts
 
 
