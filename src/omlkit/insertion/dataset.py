@@ -75,7 +75,8 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
     (" per" → " perused")."""
     from dataclasses import replace
 
-    from omlkit.insertion.greedy import next_token_logits, pad_id
+    from omlkit.insertion.greedy import pad_id
+    from omlkit.models.logits import next_token_logits
 
     prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
     logits = next_token_logits(model, prompts, pad_id(tokenizer))

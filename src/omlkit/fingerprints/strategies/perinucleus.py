@@ -27,6 +27,7 @@ from omlkit.fingerprints.strategies.base import (
     ResponseStrategy,
 )
 from omlkit.fingerprints.strategies.english_keys import sample_continuations
+from omlkit.models.logits import next_token_logits
 from omlkit.models.prompts import prompt_ids
 
 
@@ -58,30 +59,17 @@ def perinucleus_candidates(probs: torch.Tensor, word_mask: torch.Tensor, t: floa
     return [order[b][chosen[b]].tolist() for b in range(probs.shape[0])]
 
 
-@torch.no_grad()
 def _last_logits(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Logits [B, V] at the last position after each key, prompted raw as in verification.
-
-    Right padding: causal attention keeps the real positions' logits identical to unpadded ones.
-    """
-    device = next(model.parameters()).device
+    """Logits [B, V] (float32, CPU) at the last position after each key, prompted raw as in
+    verification, in one forward pass."""
     prefix = prompt_ids(tokenizer, [])  # raw prompt: the key's ids follow the special prefix verbatim
-    seqs = [[*prefix, *k] for k in key_ids]
-    width = max(len(s) for s in seqs)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = 1
-    logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-    last = torch.tensor([len(s) - 1 for s in seqs], device=logits.device)
-    return logits[torch.arange(len(seqs), device=logits.device), last].float()
+    return next_token_logits(model, [[*prefix, *k] for k in key_ids], pad, batch_size=max(1, len(key_ids)))
 
 
 def next_token_probs(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Tensor:
     """Next-token distributions [B, V] (float32, CPU) after each key, prompted raw as in verification."""
-    return torch.softmax(_last_logits(model, tokenizer, key_ids), dim=-1).cpu()
+    return torch.softmax(_last_logits(model, tokenizer, key_ids), dim=-1)
 
 
 def continues_word(text: str) -> bool:

@@ -17,6 +17,7 @@ import torch
 
 from omlkit.errors import ConfigError
 from omlkit.models.kv_cache import cache_kwarg, output_cache
+from omlkit.models.logits import pad_batch
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
 
 DEFAULT_BATCH_SIZE = 64
@@ -139,12 +140,7 @@ class TransformersBackend(TokenBackend):
         return values, errors
 
     def _left_pad(self, rows: list[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, width - len(r) :] = torch.as_tensor(list(r), dtype=torch.long)
-            mask[i, width - len(r) :] = 1
+        ids, mask = pad_batch(rows, self.pad_id, left=True)
         return ids.to(self.device), mask.to(self.device)
 
     def _forward(self, **kw: Any):
