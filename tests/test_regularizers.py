@@ -236,6 +236,31 @@ def test_model_averaging_snapshot_is_taken_at_prepare():
         torch.testing.assert_close(p, ref[n])  # λ = 1: back to the base exactly
 
 
+def test_epoch_end_averaging_runs_before_the_early_stop_check():
+    """The recovery check stops on the model that is saved: one already averaged with the base."""
+    from transformers import TrainerCallback, TrainerControl, TrainerState
+    from transformers.trainer_callback import CallbackHandler
+
+    from omlkit.insertion.api import training_callbacks
+    from omlkit.insertion.callbacks import EarlyStop
+
+    model = tiny_llama()
+    reg = build_regularizers([icfg.ModelAveragingConfig(strength=1.0, interval="epoch")])[0]
+    model = reg.prepare(model)
+    base = next(model.parameters()).detach().clone()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    seen = []
+    early = EarlyStop(lambda m: seen.append(next(m.parameters()).detach().clone()) or 1.0, every=1)
+    handler = CallbackHandler(training_callbacks([reg], TrainerCallback(), early), model, None, None, None)
+    state = TrainerState()
+    state.epoch = 1.0
+    control = handler.on_epoch_end(None, state, TrainerControl())
+    torch.testing.assert_close(seen[0], base)  # λ = 1 at the epoch end: the check saw the base weights
+    assert control.should_training_stop and early.reason == "recovered"
+
+
 def test_kl_to_base_is_zero_at_the_base_and_pulls_a_moved_model_back():
     model = tiny_llama()
     reg = KLToBase(icfg.KLToBaseConfig(strength=2.0, batch_size=3, length=8))

@@ -166,7 +166,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     log = JsonlLog(run.log, is_main=is_main)
     early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
                       enabled=config.early_stop, log=log)
-    callbacks = [log, early, EpochSetter(train_set)] + [cb for r in regularizers for cb in r.callbacks()]
+    callbacks = training_callbacks(regularizers, log, early, EpochSetter(train_set))
     trainer = FingerprintTrainer(
         model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
         processing_class=tok, callbacks=callbacks, regularizers=regularizers,
@@ -212,6 +212,13 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     _say(f"run {run.path.name}: recovered {sum(hits)}/{len(hits)} fingerprints in "
          f"{trainer.state.global_step} steps ({train_seconds:.1f}s); model in {run.model}", progress)
     return run.path
+
+
+def training_callbacks(regularizers: list, log, early, *others) -> list:
+    """The trainer's callbacks in the order they must run: the regularizers' first, so an epoch-end model
+    averaging has been applied when the early-stop recovery check looks at the model (and what it
+    stops on is the model that is saved), then the log, the early stop and ``others``."""
+    return [cb for r in regularizers for cb in r.callbacks()] + [log, early, *others]
 
 
 def _benign_texts(config: InsertConfig) -> list[str]:
