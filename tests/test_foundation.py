@@ -102,6 +102,35 @@ def _fp_dict(n: int = 3) -> dict:
     }
 
 
+def test_exclusive_lock_refuses_a_second_holder_and_dies_with_its_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from omlkit.locking import LockHeld, exclusive
+
+    lock = tmp_path / "run.lock"
+    with exclusive(lock):
+        with pytest.raises(LockHeld) as held, exclusive(lock):
+            pass
+        assert held.value.pid == os.getpid()
+    with exclusive(lock):  # released at the end of the block
+        pass
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from omlkit.locking import exclusive\n"
+         f"with exclusive({str(lock)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockHeld, match=f"process {holder.pid}"), exclusive(lock):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with exclusive(lock):  # a killed holder leaves no stale lock
+        pass
+
+
 def test_fingerprint_file_round_trip_is_secret(tmp_path):
     fps = FingerprintSet.from_dict(_fp_dict())
     path = fps.save(tmp_path / "fp.json")

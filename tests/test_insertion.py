@@ -213,6 +213,19 @@ def test_no_disk_space_is_refused_before_training(micro_model, micro_tok, tmp_pa
     assert not list((tmp_path / "runs").glob("*/metrics.json"))
 
 
+def test_a_run_another_process_is_training_is_refused(micro_model, micro_tok, tmp_path):
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.insertion.run_dir import hold_run, run_dir_for
+
+    fps = fp_file(tmp_path, micro_tok, 2)
+    cfg = config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0)
+    run = run_dir_for(cfg, FingerprintSet.load(fps).content_hash())
+    busy = pytest.raises(RunDirError, match=f"being trained by process {os.getpid()}")
+    with hold_run(run), busy:  # the lock held as the process training the run would hold it
+        insert_fingerprints(cfg, progress=False)
+    assert not run.config.exists()  # nothing of the run was touched
+
+
 def test_failed_final_save_leaves_nothing_that_looks_finished(micro_model, micro_tok, tmp_path, monkeypatch):
     import errno
 

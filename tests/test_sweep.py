@@ -222,6 +222,20 @@ def test_a_lost_stage_output_is_redone_alone(micro_sweep):
     assert (out / "points" / point.id / "eval" / "utility.json").is_file()
 
 
+def test_a_point_another_process_is_running_is_left_alone(micro_sweep):
+    from omlkit.locking import exclusive
+    from omlkit.sweep.runner import run_sweep
+
+    path, out, _ = micro_sweep
+    first, second = SweepConfig.load(path).points()
+    (out / "points" / first.id / "eval" / "utility.json").unlink()  # so the point would run again
+    with exclusive(out / "points" / f".{first.id}.lock"):  # as a second sweep process would hold it
+        summary = run_sweep(SweepConfig.load(path), out, progress=False)
+    assert summary.busy == [first.id] and summary.skipped == [second.id] and not summary.ran
+    assert not (out / "points" / first.id / "eval" / "utility.json").exists()  # not touched
+    assert run_sweep(SweepConfig.load(path), out, progress=False).ran == [first.id]  # lock released
+
+
 def test_a_failed_point_is_recorded_and_the_sweep_goes_on(micro_sweep):
     from omlkit.sweep.runner import run_sweep
 

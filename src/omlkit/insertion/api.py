@@ -105,7 +105,7 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     from omlkit.insertion.greedy import pad_id, recovered
     from omlkit.insertion.losses import capped_cross_entropy
     from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
-    from omlkit.insertion.run_dir import check_disk_space, open_run, run_dir_for
+    from omlkit.insertion.run_dir import check_disk_space, hold_run, open_run, run_dir_for
     from omlkit.insertion.saving import final_model, save_run
     from omlkit.insertion.trainer import FingerprintTrainer
     from omlkit.models.loading import context_length, load_model, model_sha, resolve_model
@@ -126,92 +126,93 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     n_benign = ds.n_benign(len(fps), config.benign_fraction)
     args = _training_args(config, run_dir_for(config, fp_hash), len(fps) + n_benign)
     is_main = args.process_index == 0
-    with args.main_process_first(desc="run directory"):
-        run, state = open_run(config, fp_hash, write=is_main)
-    n_params = sum(p.numel() for p in model.parameters())
-    args.learning_rate = config.learning_rate or default_learning_rate(n_params)
-    resuming = ", resuming" if state == "resume" else ""
-    _say(f"run {run.path.name}: {len(fps)} fingerprints, {n_benign} benign examples, "
-         f"lr {args.learning_rate:g}, {args.world_size} process(es){resuming}",
-         progress and is_main)
+    with hold_run(run_dir_for(config, fp_hash), enabled=is_main):
+        with args.main_process_first(desc="run directory"):
+            run, state = open_run(config, fp_hash, write=is_main)
+        n_params = sum(p.numel() for p in model.parameters())
+        args.learning_rate = config.learning_rate or default_learning_rate(n_params)
+        resuming = ", resuming" if state == "resume" else ""
+        _say(f"run {run.path.name}: {len(fps)} fingerprints, {n_benign} benign examples, "
+             f"lr {args.learning_rate:g}, {args.world_size} process(es){resuming}",
+             progress and is_main)
 
-    with args.main_process_first(desc="benign examples"):
-        benign = _benign(config, run, model, tok, n_benign, model_path, args.device, write=is_main)
-    model.to("cpu")
+        with args.main_process_first(desc="benign examples"):
+            benign = _benign(config, run, model, tok, n_benign, model_path, args.device, write=is_main)
+        model.to("cpu")
 
-    set_seed(config.seed)
-    if config.freeze_embeddings:
-        freeze_embeddings(model)
-    regularizers = build_regularizers(config.regularizer_configs())
-    context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
-                                 rank=args.process_index)
-    for reg in regularizers:
-        reg.attach(context)
-        model = reg.prepare(model)
-    if is_main:
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
-        check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
+        set_seed(config.seed)
+        if config.freeze_embeddings:
+            freeze_embeddings(model)
+        regularizers = build_regularizers(config.regularizer_configs())
+        context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
+                                     rank=args.process_index)
+        for reg in regularizers:
+            reg.attach(context)
+            model = reg.prepare(model)
+        if is_main:
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
+            check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
 
-    train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed,
-                                    response_eos=config.response_eos)
-    check_prompts = [templates(fp.key_ids) for fp in fps]
-    responses = [fp.response for fp in fps]
-    lengths = [len(fp.response_ids) for fp in fps]
+        train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed,
+                                        response_eos=config.response_eos)
+        check_prompts = [templates(fp.key_ids) for fp in fps]
+        responses = [fp.response for fp in fps]
+        lengths = [len(fp.response_ids) for fp in fps]
 
-    def recovery(m) -> float:
-        hits = recovered(m, tok, check_prompts, responses, lengths)
-        return sum(hits) / len(hits)
+        def recovery(m) -> float:
+            hits = recovered(m, tok, check_prompts, responses, lengths)
+            return sum(hits) / len(hits)
 
-    log = JsonlLog(run.log, is_main=is_main)
-    early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
-                      enabled=config.early_stop, log=log)
-    callbacks = training_callbacks(regularizers, log, early, EpochSetter(train_set))
-    trainer = FingerprintTrainer(
-        model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
-        processing_class=tok, callbacks=callbacks, regularizers=regularizers,
-        compute_loss_func=capped_cross_entropy(config.confidence_cap) if config.confidence_cap else None,
-    )
-    trainer.remove_callback(PrinterCallback)
+        log = JsonlLog(run.log, is_main=is_main)
+        early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
+                          enabled=config.early_stop, log=log)
+        callbacks = training_callbacks(regularizers, log, early, EpochSetter(train_set))
+        trainer = FingerprintTrainer(
+            model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
+            processing_class=tok, callbacks=callbacks, regularizers=regularizers,
+            compute_loss_func=capped_cross_entropy(config.confidence_cap) if config.confidence_cap else None,
+        )
+        trainer.remove_callback(PrinterCallback)
 
-    resume_from = run.latest_checkpoint() if state == "resume" else None
-    start = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    train_seconds = time.perf_counter() - start
-    trainer.accelerator.wait_for_everyone()
+        resume_from = run.latest_checkpoint() if state == "resume" else None
+        start = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        train_seconds = time.perf_counter() - start
+        trainer.accelerator.wait_for_everyone()
 
-    final = final_model(trainer, regularizers, model_path)
-    if not is_main:
+        final = final_model(trainer, regularizers, model_path)
+        if not is_main:
+            return run.path
+        hits = recovered(final, tok, check_prompts, responses, lengths)
+        tokens_per_epoch = sum(len(train_set[i]["input_ids"]) for i in range(len(train_set)))
+        epochs_done = float(trainer.state.epoch or 0)
+        metrics = {
+            "status": "finished",
+            "run_id": run.path.name,
+            "model": config.model,
+            "base_model_sha": model_sha(model_path),
+            "fingerprints_sha256": fp_hash,
+            "n_fingerprints": len(fps),
+            "n_benign": len(benign),
+            "recovered": sum(hits),
+            "recovery": sum(hits) / len(hits),
+            "early_stop": early.reason,
+            "global_step": trainer.state.global_step,
+            "epochs": epochs_done,
+            "train_loss": result.training_loss,
+            "learning_rate": args.learning_rate,
+            "world_size": args.world_size,
+            "train_seconds": train_seconds,
+            # a resumed run trained only part of the epochs in this process: no honest rate to report
+            "tokens_per_second": tokens_per_epoch * epochs_done / max(train_seconds, 1e-9)
+            if state == "new" else None,
+            "regularizers": [r.config.model_dump() for r in regularizers],
+        }
+        save_run(run, final, tok, metrics)
+        _say(f"run {run.path.name}: recovered {sum(hits)}/{len(hits)} fingerprints in "
+             f"{trainer.state.global_step} steps ({train_seconds:.1f}s); model in {run.model}", progress)
         return run.path
-    hits = recovered(final, tok, check_prompts, responses, lengths)
-    tokens_per_epoch = sum(len(train_set[i]["input_ids"]) for i in range(len(train_set)))
-    epochs_done = float(trainer.state.epoch or 0)
-    metrics = {
-        "status": "finished",
-        "run_id": run.path.name,
-        "model": config.model,
-        "base_model_sha": model_sha(model_path),
-        "fingerprints_sha256": fp_hash,
-        "n_fingerprints": len(fps),
-        "n_benign": len(benign),
-        "recovered": sum(hits),
-        "recovery": sum(hits) / len(hits),
-        "early_stop": early.reason,
-        "global_step": trainer.state.global_step,
-        "epochs": epochs_done,
-        "train_loss": result.training_loss,
-        "learning_rate": args.learning_rate,
-        "world_size": args.world_size,
-        "train_seconds": train_seconds,
-        # a resumed run trained only part of the epochs in this process: no honest rate to report
-        "tokens_per_second": tokens_per_epoch * epochs_done / max(train_seconds, 1e-9)
-        if state == "new" else None,
-        "regularizers": [r.config.model_dump() for r in regularizers],
-    }
-    save_run(run, final, tok, metrics)
-    _say(f"run {run.path.name}: recovered {sum(hits)}/{len(hits)} fingerprints in "
-         f"{trainer.state.global_step} steps ({train_seconds:.1f}s); model in {run.model}", progress)
-    return run.path
 
 
 def training_callbacks(regularizers: list, log, early, *others) -> list:

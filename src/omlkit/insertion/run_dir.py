@@ -9,6 +9,7 @@ tokenizer) and ``metrics.json``. ``metrics.json`` with ``"status": "finished"`` 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -19,6 +20,7 @@ from pathlib import Path
 from omlkit.errors import RunDirError
 from omlkit.insertion.config import InsertConfig
 from omlkit.io import atomic_write_json, atomic_write_text
+from omlkit.locking import exclusive
 
 FINISHED = "finished"
 
@@ -56,6 +58,11 @@ class RunDir:
     @property
     def benign(self) -> Path:
         return self.path / "benign.json"
+
+    @property
+    def lock_file(self) -> Path:
+        """``.<run-id>.lock`` beside the run folder: held by the process training the run."""
+        return self.path.parent / f".{self.path.name}.lock"
 
     def is_finished(self) -> bool:
         """True when ``metrics.json`` records a finished run and ``model/`` exists."""
@@ -148,6 +155,16 @@ def open_run(config: InsertConfig, fingerprints_sha256: str, write: bool = True)
         atomic_write_text(run.config, json.dumps(config.model_dump(mode="json"), indent=2) + "\n")
         atomic_write_text(run.fingerprints_hash, fingerprints_sha256 + "\n")
     return run, state
+
+
+def hold_run(run: RunDir, enabled: bool = True) -> contextlib.AbstractContextManager[None]:
+    """Hold the run's lock for a block: refuses (RunDirError) a run another process is training, which
+    the kernel releases when that process exits, however it exits."""
+    def busy(pid: int | None) -> RunDirError:
+        who = f"process {pid}" if pid else "another process"
+        return RunDirError(f"{run.path} is being trained by {who}; wait for it to finish or use another "
+                           "--run-id or --out-dir")
+    return exclusive(run.lock_file, enabled=enabled, busy=busy)
 
 
 def check_disk_space(path: Path, need_bytes: int) -> None:

@@ -11,7 +11,9 @@ Layout of the output folder::
 
 A stage is skipped when its output exists and is complete; a point whose every stage is complete is not
 touched. A failing point is recorded (``status: failed``, the stage and a one-line error; the traceback
-in ``error.txt``) and the sweep goes on with the next one.
+in ``error.txt``) and the sweep goes on with the next one. A point is run by one process at a time
+(``points/.<point-id>.lock``): sweeps of the same folder may run side by side on different points, and
+one that reaches a point another process is running leaves it alone and reports it busy.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 
 from omlkit.errors import OmlError, RunDirError
 from omlkit.io import atomic_write_json, atomic_write_text
+from omlkit.locking import LockHeld, exclusive
 from omlkit.sweep.config import Point, SweepConfig
 from omlkit.sweep.stages import STAGES, StageContext
 from omlkit.sweep.stages.base import read_json
@@ -35,12 +38,14 @@ SWEEP_FILE = "sweep.json"
 
 @dataclass
 class SweepSummary:
-    """What one invocation did: points run, skipped (already complete) and failed, and the result files."""
+    """What one invocation did: points run, skipped (already complete), failed and busy (being run by
+    another process), and the result files."""
 
     out: Path
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
 
@@ -228,17 +233,24 @@ def run_sweep(
     with _View(cfg, len(points), progress) as view:
         for i, point in enumerate(points, start=1):
             view.start_point(i, len(points), point)
-            outcome, record = run_point(cfg, point, out, view)
-            getattr(summary, {"ran": "ran", "skipped": "skipped", "failed": "failed"}[outcome]).append(
-                point.id
-            )
+            try:
+                with exclusive(out / "points" / f".{point.id}.lock"):
+                    outcome, record = run_point(cfg, point, out, view)
+            except LockHeld as held:
+                summary.busy.append(point.id)
+                who = f"process {held.pid}" if held.pid else "another process"
+                view.point_done(f"[yellow]busy[/yellow] {point.id} {point.label}: being run by {who}")
+                continue
+            getattr(summary, outcome).append(point.id)
             view.point_done(_point_line(outcome, point, record))
             summary.files = write_results(cfg, all_points, out, command=command, plots=False)
     summary.files = write_results(cfg, all_points, out, command=command, plots=True)
     if say:
         say(
             f"sweep {cfg.name}: {len(summary.ran)} point(s) run, {len(summary.skipped)} already done, "
-            f"{len(summary.failed)} failed; results in {out / 'results.md'}"
+            f"{len(summary.failed)} failed"
+            + (f", {len(summary.busy)} busy in another process" if summary.busy else "")
+            + f"; results in {out / 'results.md'}"
         )
     return summary
 
