@@ -22,9 +22,14 @@ class LockHeld(Exception):
     """Another process holds the lock; ``pid`` is the holder's, when it could be read."""
 
     def __init__(self, path: Path, pid: int | None) -> None:
-        super().__init__(f"{path} is held by process {pid if pid is not None else '?'}")
+        super().__init__(f"{path} is held by {holder_name(pid)}")
         self.path = path
         self.pid = pid
+
+
+def holder_name(pid: int | None) -> str:
+    """``process <pid>``, or ``another process`` when the lock file names none."""
+    return f"process {pid}" if pid else "another process"
 
 
 def _holder(fd: int) -> int | None:

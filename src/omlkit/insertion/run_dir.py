@@ -20,7 +20,7 @@ from pathlib import Path
 from omlkit.errors import RunDirError
 from omlkit.insertion.config import InsertConfig
 from omlkit.io import atomic_write_json, atomic_write_text
-from omlkit.locking import exclusive
+from omlkit.locking import exclusive, holder_name
 
 FINISHED = "finished"
 
@@ -161,9 +161,8 @@ def hold_run(run: RunDir, enabled: bool = True) -> contextlib.AbstractContextMan
     """Hold the run's lock for a block: refuses (RunDirError) a run another process is training, which
     the kernel releases when that process exits, however it exits."""
     def busy(pid: int | None) -> RunDirError:
-        who = f"process {pid}" if pid else "another process"
-        return RunDirError(f"{run.path} is being trained by {who}; wait for it to finish or use another "
-                           "--run-id or --out-dir")
+        return RunDirError(f"{run.path} is being trained by {holder_name(pid)}; wait for it to finish "
+                           "or use another --run-id or --out-dir")
     return exclusive(run.lock_file, enabled=enabled, busy=busy)
 
 

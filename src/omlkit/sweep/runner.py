@@ -27,7 +27,7 @@ from typing import Any
 
 from omlkit.errors import OmlError, RunDirError
 from omlkit.io import atomic_write_json, atomic_write_text
-from omlkit.locking import LockHeld, exclusive
+from omlkit.locking import LockHeld, exclusive, holder_name
 from omlkit.sweep.config import Point, SweepConfig
 from omlkit.sweep.stages import STAGES, StageContext
 from omlkit.sweep.stages.base import read_json
@@ -238,8 +238,8 @@ def run_sweep(
                     outcome, record = run_point(cfg, point, out, view)
             except LockHeld as held:
                 summary.busy.append(point.id)
-                who = f"process {held.pid}" if held.pid else "another process"
-                view.point_done(f"[yellow]busy[/yellow] {point.id} {point.label}: being run by {who}")
+                view.point_done(f"[yellow]busy[/yellow] {point.id} {point.label}: being run by "
+                                f"{holder_name(held.pid)}")
                 continue
             getattr(summary, outcome).append(point.id)
             view.point_done(_point_line(outcome, point, record))
