@@ -246,7 +246,7 @@ def test_failed_final_save_leaves_nothing_that_looks_finished(micro_model, micro
                  early_stop=False, benign_fraction=0.0)
     with pytest.raises(RunDirError, match="no space left"):
         insert_fingerprints(cfg, progress=False)
-    (run,) = (tmp_path / "runs").iterdir()
+    (run,) = [d for d in (tmp_path / "runs").iterdir() if d.is_dir()]  # beside it: .<run-id>.lock
     assert not (run / "model").exists() and not (run / "metrics.json").exists()
     assert not list(run.glob(".model.tmp-*"))
 

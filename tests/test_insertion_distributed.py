@@ -28,7 +28,7 @@ def test_two_processes_recover_like_one(micro_model, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (ddp_run,) = (tmp_path / "ddp").iterdir()
+    (ddp_run,) = [d for d in (tmp_path / "ddp").iterdir() if d.is_dir()]  # beside it: .<run-id>.lock
     ddp = json.loads((ddp_run / "metrics.json").read_text())
     assert ddp["world_size"] == 2
     single_run = insert_fingerprints(config(micro_model, fps, tmp_path / "single", **flags), progress=False)
