@@ -124,9 +124,10 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
         fps = ds.with_boundaries(model, tok, fps, templates)
 
     n_benign = ds.n_benign(len(fps), config.benign_fraction)
-    args = _training_args(config, run_dir_for(config, fp_hash), len(fps) + n_benign)
+    run_dir = run_dir_for(config, fp_hash)
+    args = _training_args(config, run_dir, len(fps) + n_benign)
     is_main = args.process_index == 0
-    with hold_run(run_dir_for(config, fp_hash), enabled=is_main):
+    with hold_run(run_dir, enabled=is_main):
         with args.main_process_first(desc="run directory"):
             run, state = open_run(config, fp_hash, write=is_main)
         n_params = sum(p.numel() for p in model.parameters())
