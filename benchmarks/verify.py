@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--key-length", type=int, default=16, help="key length in tokens")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    ap.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out" / "verify.json")
     args = ap.parse_args(argv)
 
@@ -109,7 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console()
-    backend = TransformersBackend(args.model, batch_size=args.batch_size, device=args.device)
+    backend = TransformersBackend(
+        args.model, batch_size=args.batch_size, device=args.device, dtype=args.dtype
+    )
     fp_set = make_set(backend.tokenizer, args.n, args.key_length)
     single_n = min(args.single_n or args.n, args.n)
     verify_fingerprints(subset(fp_set, 8), backend)  # warm-up (first-call allocations)
@@ -154,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     table = Table(
-        title=f"verify throughput — {args.model} on {backend.device} ({torch.get_num_threads()} threads)"
+        title=f"verify throughput — {args.model} on {backend.device}, {str(backend.model.dtype)[6:]} "
+        f"({torch.get_num_threads()} threads)"
     )
     for col in ("run", "keys", "seconds", "keys/s", "note"):
         table.add_column(col)
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "device": str(backend.device),
+            "dtype": str(backend.model.dtype),
             "load_average": os.getloadavg(),
         },
         "model": args.model,
