@@ -392,3 +392,31 @@ def test_capped_cross_entropy_drops_confident_tokens_only():
     assert torch.allclose(capped_cross_entropy(0.999999)({"logits": logits}, labels), ce.sum() / 3)
     with pytest.raises(ValueError):
         capped_cross_entropy(1.0)
+
+
+def test_margin_cap_drops_tokens_that_lead_the_runner_up_by_the_margin():
+    import torch.nn.functional as F
+
+    from omlkit.insertion.losses import capped_cross_entropy, logit_margin
+
+    logits = torch.zeros(1, 4, 5)
+    logits[0, 0, 1], logits[0, 0, 2] = 3.0, 1.5  # predicts label 1, leading by 1.5: learnt at margin 1
+    logits[0, 1, 2], logits[0, 1, 4] = 2.0, 1.6  # predicts label 2, leading by only 0.4: still trained
+    logits[0, 2, 0], logits[0, 2, 3] = 4.0, 2.0  # label 3 is not even the argmax: trained
+    logits = logits.requires_grad_(True)
+    labels = torch.tensor([[-100, 1, 2, 3]])
+    flat = logits[0, :-1]
+    assert torch.allclose(logit_margin(flat, torch.tensor([1, 2, 3])), torch.tensor([1.5, 0.4, -2.0]))
+    ce = F.cross_entropy(flat, labels[0, 1:], reduction="none")
+    loss = capped_cross_entropy(margin=1.0)({"logits": logits}, labels)
+    assert torch.allclose(loss, (ce[1] + ce[2]) / 3)
+    loss.backward()
+    assert logits.grad[0, 0].abs().max() == 0 and logits.grad[0, 1].abs().max() > 0
+    # both criteria: a token counts as learnt once it meets either (p(label 1) ≈ 0.73 >= 0.6 here)
+    both = capped_cross_entropy(0.6, margin=5.0)({"logits": logits}, labels)
+    assert torch.allclose(both, (ce[1] + ce[2]) / 3)
+    assert torch.allclose(capped_cross_entropy(margin=0.3)({"logits": logits}, labels), ce[2] / 3)
+    with pytest.raises(ValueError):
+        capped_cross_entropy()
+    with pytest.raises(ValueError):
+        capped_cross_entropy(margin=-1.0)

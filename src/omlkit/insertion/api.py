@@ -172,7 +172,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
         trainer = FingerprintTrainer(
             model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
             processing_class=tok, callbacks=callbacks, regularizers=regularizers,
-            compute_loss_func=capped_cross_entropy(config.confidence_cap) if config.confidence_cap else None,
+            compute_loss_func=(capped_cross_entropy(config.confidence_cap, config.margin_cap)
+                               if config.confidence_cap or config.margin_cap else None),
         )
         trainer.remove_callback(PrinterCallback)
 

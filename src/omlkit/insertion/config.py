@@ -187,6 +187,12 @@ class InsertConfig(OmlConfig):
         0.0, ge=0.0, lt=1.0,
         description="No loss on a response token the model already gives this probability (0: off).",
     )
+    margin_cap: float = Field(
+        0.0, ge=0.0,
+        description="No loss on a response token whose logit already leads every other by this many "
+        "nats (0: off).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
     early_stop: bool = Field(True, description="Stop once all fingerprints are recovered.")
     check_every: int = Field(2, ge=1, description="Check (and log) greedy recovery every N epochs.")
