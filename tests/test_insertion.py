@@ -104,13 +104,14 @@ def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, mi
 
 
 @pytest.mark.slow
-def test_confidence_cap_still_recovers_every_fingerprint(micro_model, micro_tok, tmp_path):
-    """With the capped loss (Trainer compute_loss_func) tokens stop training once confident, and
-    training still runs until greedy decoding recovers all of them."""
+@pytest.mark.parametrize("cap", [{"confidence_cap": 0.6}, {"margin_cap": 1.0}], ids=["confidence", "margin"])
+def test_capped_loss_still_recovers_every_fingerprint(micro_model, micro_tok, tmp_path, cap):
+    """With the capped loss (Trainer compute_loss_func) tokens stop training once confident, or once they
+    lead the runner-up by the margin, and training still runs until greedy decoding recovers all of them."""
     from omlkit.insertion.api import insert_fingerprints
 
     fps = fp_file(tmp_path, micro_tok, 16)
-    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs", confidence_cap=0.6), progress=False)
+    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs", **cap), progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["recovery"] == 1.0 and metrics["early_stop"] == "recovered"
     assert all(greedy_answers(run / "model", FingerprintSet.load(fps)))
@@ -386,3 +387,22 @@ def test_response_boundary_trains_the_base_models_next_word_start(micro_model, m
         ex = ds.fingerprint_example(templates, m, None)
         assert [t for t in ex["labels"] if t != -100] == [*fp.response_ids, *m.boundary_ids]
     assert 0 < ran_on < len(fps)  # both cases occur in this set
+
+
+def test_demo_refuses_a_workdir_trained_with_another_recipe(micro_model, micro_tok, tmp_path, capsys):
+    """An earlier demo's run made with other settings is neither reused nor overwritten: one line, exit 2."""
+    from omlkit.cli import main
+    from omlkit.insertion.run_dir import RunDir
+
+    work = tmp_path / "demo"
+    fps = fp_file(work, micro_tok, 8)
+    fps.rename(work / "fingerprints.json")
+    old = InsertConfig(model=str(micro_model), fingerprints=work / "fingerprints.json", recipe="small-model",
+                       confidence_cap=0.0, margin_cap=1.0, seed=42)  # not the recipe the demo trains with
+    run = RunDir(work / "runs" / "fingerprinted")
+    run.path.mkdir(parents=True)
+    run.config.write_text(old.model_dump_json())
+    assert main(["demo", "--model", str(micro_model), "--workdir", str(work)]) == 2
+    err = capsys.readouterr().err
+    assert "earlier demo with other settings" in err and "--workdir" in err
+    assert sorted(p.name for p in run.path.iterdir()) == ["config.json"]  # nothing trained or removed

@@ -58,9 +58,10 @@ def demo(
     console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
 
     t = _stage(console, "3/6 insert (fine-tune the blocks, KL to the base on corpus text, early stop)")
+    from omlkit.errors import RunDirError
     from omlkit.insertion.api import insert_fingerprints
     from omlkit.insertion.config import RECIPES, InsertConfig
-    from omlkit.insertion.run_dir import RunDir
+    from omlkit.insertion.run_dir import RunDir, check_compatible
 
     # The published recipe (model averaging λ=0.75 after every step, β=0.25) recovers no fingerprint on a
     # 5M-parameter model (benchmarks/RESULTS.md, "Insertion on omlkit-tiny"), so the demo uses the
@@ -71,6 +72,12 @@ def demo(
     console.print(f"recipe: small-model ({recipe}); the λ=0.75/β=0.25 default inserts nothing into a "
                   "model this small (benchmarks/RESULTS.md)")
     run = RunDir(workdir / "runs" / "fingerprinted")
+    if run.config.is_file():  # an earlier demo's run: reuse or resume it only if the recipe is the same
+        try:
+            check_compatible(run, icfg, fp_set.content_hash())
+        except RunDirError:
+            raise RunDirError(f"{run.path} holds a run of an earlier demo with other settings (an older "
+                              f"recipe?); remove {workdir} or pass another --workdir") from None
     if run.is_finished():
         console.print(f"reusing finished run {run.path}")
     else:
