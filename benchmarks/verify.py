@@ -3,7 +3,9 @@
 1. Local: ``-n`` keys (default 1024) verified through the transformers backend in left-padded
    batches against one key at a time (batch size 1), on the embedded model; the speed-up is per key
    (target >= 20x on CPU). One-at-a-time can be timed on a subset (``--single-n``) and is then
-   extrapolated per key. Both runs must give the same answer for every key they share.
+   extrapolated per key. The two alternate ``--repeat`` times and each counts its median, so a drift
+   in the machine's speed does not favour either. Both must give the same answer for every key they
+   share.
 2. Endpoint: keys per second through the HTTP backend against ``oml serve``'s app on loopback, with
    1, 8 and 32 requests in flight (the server decodes concurrent requests together, up to
    ``--batch-size`` prompts a batch).
@@ -21,6 +23,7 @@ import argparse
 import os
 import platform as pyplatform
 import random
+import statistics
 import sys
 import time
 from datetime import UTC, datetime
@@ -91,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--endpoint-n", type=int, default=256, help="keys per endpoint concurrency level")
     ap.add_argument("--concurrency", default="1,8,32", help="comma-separated endpoint concurrency levels")
     ap.add_argument("--key-length", type=int, default=16, help="key length in tokens")
+    ap.add_argument("--repeat", type=int, default=3, help="timings of each local run; the median counts")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     ap.add_argument("--dtype", default=None, help="bf16, fp16 or fp32 (default: bf16 on cuda, fp32 on cpu)")
@@ -117,10 +121,18 @@ def main(argv: list[str] | None = None) -> int:
     single_n = min(args.single_n or args.n, args.n)
     verify_fingerprints(subset(fp_set, 8), backend)  # warm-up (first-call allocations)
 
-    batched, t_batched = timed(lambda: verify_fingerprints(fp_set, backend))
-    backend.batch_size = 1
-    single, t_single = timed(lambda: verify_fingerprints(subset(fp_set, single_n), backend))
+    # batched and one-at-a-time runs alternate, so a drift in the machine's speed hits both alike; each
+    # is the median of --repeat timings (the first of them also creates the kernels of each shape)
+    batched_times, single_times = [], []
+    for _ in range(args.repeat):
+        backend.batch_size = args.batch_size
+        batched, secs = timed(lambda: verify_fingerprints(fp_set, backend))
+        batched_times.append(secs)
+        backend.batch_size = 1
+        single, secs = timed(lambda: verify_fingerprints(subset(fp_set, single_n), backend))
+        single_times.append(secs)
     backend.batch_size = args.batch_size
+    t_batched, t_single = statistics.median(batched_times), statistics.median(single_times)
     agree = [r["answer"] for r in single.records] == [r["answer"] for r in batched.records[:single_n]]
     per_key_batched, per_key_single = t_batched / args.n, t_single / single_n
     local = {
@@ -133,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         "batched_keys_per_s": 1 / per_key_batched,
         "single_keys_per_s": 1 / per_key_single,
         "speedup": per_key_single / per_key_batched,
+        "repeat": args.repeat,
+        "batched_s_all": batched_times,
+        "single_s_all": single_times,
         "answers_agree": agree,
         "max_new_tokens": batched.settings["max_new_tokens"],
     }
