@@ -50,8 +50,9 @@ def capped_cross_entropy(cap: float = 0.0, margin: float = 0.0) -> Callable[...,
         labelled = target != IGNORE
         learnt = ce.detach() <= threshold
         if margin:
+            rows = labelled.nonzero()[:, 0]  # the margin of the labelled positions only
             with torch.no_grad():
-                learnt |= logit_margin(logits, target.clamp(min=0)) >= margin
+                learnt[rows] |= logit_margin(logits[rows], target[rows]) >= margin
         total = (ce * (labelled & ~learnt)).sum()
         count = num_items_in_batch if num_items_in_batch is not None else labelled.sum()
         return total / torch.as_tensor(count, device=total.device).clamp(min=1)
