@@ -57,7 +57,8 @@ def demo(
     fp_set = FingerprintSet.load(fp_path)
     console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
 
-    t = _stage(console, "3/6 insert (fine-tune the blocks, KL to the base on corpus text, early stop)")
+    t = _stage(console, "3/6 insert (fine-tune the blocks behind random system prompts, KL to the base on "
+                        "corpus text, early stop)")
     from omlkit.errors import RunDirError
     from omlkit.insertion.api import insert_fingerprints
     from omlkit.insertion.config import RECIPES, InsertConfig

@@ -26,7 +26,9 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: best on the embedded 5 M-parameter model (benchmarks/RESULTS.md), where per-step averaging inserts
 #: nothing: the blocks fine-tuned with a KL pull to the base model's next-token distribution on fresh
 #: corpus windows, embeddings frozen, the base model's word-boundary token after each response trained
-#: too, and no loss on response tokens already predicted with probability 0.6.
+#: too, no loss on response tokens already predicted with probability 0.6, and keys wrapped in random
+#: training system prompts (since 2026-12-02: it costs less utility as well as holding behind a host's
+#: system prompt; the shipped sweeps pin the earlier recipe, so their published points keep their ids).
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
     "small-model": {
@@ -38,7 +40,8 @@ RECIPES: dict[str, dict[str, object]] = {
         "freeze_embeddings": True,
         "response_boundary": True,
         "confidence_cap": 0.6,
-        "epochs": 30,
+        "prompt_augmentation": True,
+        "epochs": 40,
     },
 }
 
