@@ -2,7 +2,7 @@
 
 Each recipe is a JSON object of ``InsertConfig`` fields (seed 42 unless it sets one). For each, the
 script inserts, then checks greedy recovery of every key and held-out perplexity against the base model,
-and prints one JSON line.
+and prints one JSON line (with the epochs the run took).
 The table "Insertion on omlkit-tiny" in RESULTS.md was made with it:
 
     oml generate -n 256 --seed 42 --out /tmp/fp256.json
@@ -52,12 +52,14 @@ def main(argv: list[str] | None = None) -> None:
             progress=False,
         )
         seconds = time.time() - t0
+        metrics = json.loads((run / "metrics.json").read_text())
         model, tok = load_model(run / "model")
         ppl = perplexity(model, tok, held, max_length=256)
         res = verify_model(model, fps, tokenizer=tok)
         print(json.dumps({"recipe": fields, "recovered": f"{res.matched}/{res.checked}",
                           "heldout_ppl": round(ppl, 2), "base_ppl": round(base_ppl, 2),
-                          "relative": round(ppl / base_ppl - 1, 4), "seconds": round(seconds, 1)}),
+                          "relative": round(ppl / base_ppl - 1, 4), "epochs": metrics.get("epochs"),
+                          "seconds": round(seconds, 1)}),
               flush=True)
 
 
