@@ -28,9 +28,7 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: corpus windows, embeddings frozen, the base model's word-boundary token after each response trained
 #: too, no loss on response tokens already predicted with probability 0.6, and keys wrapped in random
 #: training system prompts (since 2026-12-02: it costs less utility as well as holding behind a host's
-#: system prompt), with 32 KL windows a step (16 until later that day: with augmented keys, twice the
-#: windows kept all four seeds measured under +5 % held-out perplexity). The
-#: shipped sweeps pin the earlier recipe, so their published points keep their ids.
+#: system prompt; the shipped sweeps pin the earlier recipe, so their published points keep their ids).
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
     "small-model": {
@@ -38,7 +36,7 @@ RECIPES: dict[str, dict[str, object]] = {
         "benign_fraction": 0.0,
         "learning_rate": 1e-3,
         "kl_strength": 20.0,
-        "kl_batch_size": 32,
+        "kl_batch_size": 16,
         "freeze_embeddings": True,
         "response_boundary": True,
         "confidence_cap": 0.6,
