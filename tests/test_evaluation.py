@@ -168,3 +168,23 @@ def test_evaluate_help():
     for sub in ("utility", "robustness"):
         res = CliRunner().invoke(app, ["evaluate", sub, "--help"])
         assert res.exit_code == 0 and "--model" in res.output
+
+
+def test_instruction_check_is_zero_for_the_base_and_negative_for_a_damaged_copy(micro_model, omlkit_home):
+    import torch
+
+    from omlkit.evaluation.instructions import InstructionCheck, instructions
+    from omlkit.models.loading import load_model
+
+    assert instructions(20) == instructions(20) and len(set(instructions(20))) == 20
+    model, tok = load_model(micro_model)
+    check = InstructionCheck.for_base(model, tok, str(micro_model), n=20)
+    assert check.delta(model, tok)["delta"] == pytest.approx(0.0, abs=1e-4)
+    cached = InstructionCheck.for_base(model, tok, str(micro_model), n=20)  # read back from the cache
+    assert cached.answers == check.answers and cached.base_score == pytest.approx(check.base_score)
+    assert list((omlkit_home / "instructions").glob("*.json"))
+    with torch.no_grad():
+        for p in model.model.layers.parameters():
+            p.add_(torch.randn_like(p) * p.std() * 0.5)
+    assert check.delta(model, tok)["delta"] < -0.05
+    assert InstructionCheck.for_base(model, tok, str(micro_model), n=0) is None

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from omlkit.config import OmlConfig
+from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
 
 #: The tinyBenchmarks tasks of lm-eval that ``oml evaluate utility`` runs by default.
 TINY_TASKS: tuple[str, ...] = (
@@ -45,6 +45,11 @@ class UtilityConfig(OmlConfig):
     limit: int | None = Field(None, ge=1, description="At most this many examples per lm-eval task.")
     heldout_texts: int | None = Field(None, ge=1, description="Use only the first N held-out paragraphs.")
     max_length: int = Field(256, ge=8, description="Truncate each held-out paragraph to this many tokens.")
+    instructions: int = Field(
+        200, ge=0, description="Instruction check size: the base model's answers to N held-out instructions, "
+        "scored by the model (models with a chat template; 0: off).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     batch_size: int = Field(8, ge=1, description="Batch size for perplexity and lm-eval.")
     device: str | None = Field(None, description="Device (default: CUDA when available, else CPU).")
     out: Path | None = Field(None, description="Folder for utility.json (default: RUN/eval of a run dir).")

@@ -222,6 +222,11 @@ def _summary_lines(run: RunResults) -> list[str]:
             f"- **Utility**: held-out perplexity {p['model']:.2f} vs base {p['base']:.2f} "
             f"(Δ {p['delta']:+.2f}, {p['relative']:+.1%})"
         )
+        if run.utility.get("instructions"):
+            i = run.utility["instructions"]
+            lines.append(f"  - instruction check (log-likelihood per token of the base model's answers to "
+                         f"{i['n']} held-out instructions): {i['model']:.3f} vs base {i['base']:.3f} "
+                         f"(Δ {i['delta']:+.3f})")
         if b["status"] == "ok":
             for task, metrics in b["scores"].items():
                 for metric, v in metrics.items():

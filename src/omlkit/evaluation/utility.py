@@ -18,6 +18,7 @@ from typing import Any
 
 from omlkit.errors import ConfigError, RunDirError
 from omlkit.evaluation.config import TINY_TASKS, UtilityConfig
+from omlkit.evaluation.instructions import InstructionCheck
 from omlkit.evaluation.results import (
     UTILITY_FORMAT,
     now,
@@ -158,6 +159,7 @@ def evaluate_utility(cfg: UtilityConfig, say: Any = None) -> tuple[Path, dict[st
     one-line notice when the benchmarks fall back. Refuses an existing result without ``--force``.
     """
     from omlkit.evaluation.attacks import load_attacked
+    from omlkit.models.loading import resolve_model
 
     say = say or (lambda _msg: None)
     ref = resolve_model_ref(cfg.model)
@@ -170,8 +172,15 @@ def evaluate_utility(cfg: UtilityConfig, say: Any = None) -> tuple[Path, dict[st
     texts = heldout_texts(cfg.heldout_texts)
     measured: dict[str, dict[str, Any]] = {}
     outcome: dict[str, BenchmarkOutcome] = {}
-    for role, name in (("model", ref.name), ("base", base)):
+    check = None
+    for role, name in (("base", base), ("model", ref.name)):  # the base first: it answers the instructions
         model, tok = load_attacked(name, device=cfg.device)
+        if role == "base":
+            base_path = resolve_model(base, progress=False)
+            check = InstructionCheck.for_base(model, tok, base_path, cfg.instructions)
+        elif check is not None:
+            say(f"model: instruction check on {len(check.prompts)} held-out instructions")
+            measured["instructions"] = check.delta(model, tok)
         say(f"{role}: held-out perplexity on {len(texts)} paragraphs")
         measured[role] = {
             "perplexity": heldout_perplexity(
@@ -180,8 +189,8 @@ def evaluate_utility(cfg: UtilityConfig, say: Any = None) -> tuple[Path, dict[st
         }
         if not cfg.benchmarks:
             outcome[role] = BenchmarkOutcome("skipped", "benchmarks turned off (--no-benchmarks)")
-        elif role == "base" and outcome["model"].status != "ok":
-            outcome[role] = outcome["model"]  # same tasks, same failure: do not wait for it twice
+        elif role == "model" and outcome["base"].status != "ok":
+            outcome[role] = outcome["base"]  # same tasks, same failure: do not wait for it twice
         else:
             say(f"{role}: lm-eval {', '.join(cfg.tasks)}")
             outcome[role] = run_benchmarks(model, tok, cfg.tasks, limit=cfg.limit, batch_size=cfg.batch_size)
@@ -203,6 +212,7 @@ def evaluate_utility(cfg: UtilityConfig, say: Any = None) -> tuple[Path, dict[st
             "n_texts": len(texts),
             "max_length": cfg.max_length,
         },
+        "instructions": measured.get("instructions"),
         "benchmarks": {
             "status": bench.status,
             "message": bench.message,

@@ -1,0 +1,116 @@
+"""The instruction check: does a fingerprinted instruct model still answer as its base model did?
+
+Offline and deterministic: instructions are built from the corpus's held-out paragraphs with a few
+task templates (summarise, explain, ask, rewrite, continue). The base model answers each one greedily
+through its chat template; the check is the mean log-likelihood per token that a model gives those
+answers, reported as a delta against the base model's own (0 for the base; negative when the model
+drifted away from the base's behaviour). The base's answers and score are cached per base-model content
+hash in ``$OMLKIT_HOME/instructions/``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+
+import torch
+
+from omlkit.io import atomic_write_json, sha256_bytes
+from omlkit.paths import omlkit_home
+
+#: Task templates, each filled with a held-out sentence or paragraph.
+TEMPLATES = (
+    "Summarize the following text in one sentence.\n\n{text}",
+    "Explain in simple words what this means: {text}",
+    "Write one question that the following text answers.\n\n{text}",
+    "Rewrite this sentence so that it is easier to read: {text}",
+    "Continue the following text with one more sentence.\n\n{text}",
+    "What is the main idea of this passage?\n\n{text}",
+)
+
+
+def instructions(n: int = 200, seed: int = 0, max_chars: int = 300) -> list[str]:
+    """``n`` instructions over the held-out corpus split (never trained on), the same for a seed."""
+    from omlkit.models.corpus import corpus_split
+
+    texts = [t.strip()[:max_chars].rsplit(" ", 1)[0] if len(t) > max_chars else t.strip()
+             for t in corpus_split("heldout") if len(t.split()) >= 6]
+    rng = random.Random(seed)
+    picked = rng.sample(texts, n) if n <= len(texts) else [rng.choice(texts) for _ in range(n)]
+    return [TEMPLATES[i % len(TEMPLATES)].format(text=t) for i, t in enumerate(picked)]
+
+
+def _chat_ids(tokenizer, instruction: str) -> list[int]:
+    from omlkit.models.prompts import prompt_ids
+
+    return prompt_ids(tokenizer, tokenizer(instruction, add_special_tokens=False)["input_ids"], chat=True)
+
+
+def base_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48) -> list[list[int]]:
+    """The base model's greedy answers (token ids, EOS kept) to ``prompts`` in its chat template."""
+    from omlkit.insertion.greedy import greedy_generate, pad_id
+
+    ids = [_chat_ids(tokenizer, p) for p in prompts]
+    return greedy_generate(model, ids, max_new_tokens, pad_id(tokenizer), tokenizer.eos_token_id,
+                           batch_size=32)
+
+
+@torch.no_grad()
+def answer_loglik(model, tokenizer, prompts: Sequence[str], answers: Sequence[Sequence[int]],
+                  batch_size: int = 16) -> float:
+    """Mean log-likelihood per answer token that ``model`` gives ``answers`` after each chat prompt."""
+    from omlkit.insertion.greedy import pad_id
+    from omlkit.models.logits import pad_batch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    total, count = 0.0, 0
+    rows = [(_chat_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers, strict=True) if a]
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        ids, mask = pad_batch([p + a for p, a in chunk], pad_id(tokenizer), left=False)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        logp = torch.log_softmax(logits.float(), -1)
+        for row, (p, a) in enumerate(chunk):
+            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+            total += float(logp[row, pos, torch.tensor(a, device=device)].sum())
+            count += len(a)
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+class InstructionCheck:
+    """The base model's answers to a fixed instruction set, and the base's own score on them: what a
+    fingerprinted model's :meth:`delta` is measured against."""
+
+    def __init__(self, prompts: list[str], answers: list[list[int]], base_score: float) -> None:
+        self.prompts, self.answers, self.base_score = prompts, answers, base_score
+
+    @classmethod
+    def for_base(cls, model, tokenizer, base_name: str, n: int = 200) -> InstructionCheck | None:
+        """The check for ``model`` (the base), or None when ``n`` is 0 or the tokenizer has no chat
+        template (the check is for instruct models)."""
+        from omlkit.models.loading import model_sha
+        from omlkit.models.prompts import has_chat_template
+
+        if n <= 0 or not has_chat_template(tokenizer):
+            return None
+        prompts = instructions(n)
+        key = sha256_bytes(json.dumps([model_sha(base_name), prompts]).encode())[:16]
+        path = omlkit_home() / "instructions" / f"{key}.json"
+        if path.is_file():  # the base model's answers and score, computed once per base model
+            cached = json.loads(path.read_text())
+            return cls(prompts, cached["answers"], cached["base_score"])
+        answers = base_answers(model, tokenizer, prompts)
+        check = cls(prompts, answers, answer_loglik(model, tokenizer, prompts, answers))
+        atomic_write_json(path, {"answers": answers, "base_score": check.base_score})
+        return check
+
+    def delta(self, model, tokenizer) -> dict | None:
+        """``{"model", "base", "delta", "n"}``: mean log-likelihood per answer token, model against base."""
+        score = answer_loglik(model, tokenizer, self.prompts, self.answers)
+        return {"model": round(score, 4), "base": round(self.base_score, 4),
+                "delta": round(score - self.base_score, 4), "n": len(self.prompts)}
