@@ -114,3 +114,14 @@ def test_seed_changes_the_set(micro, micro_model):
 def test_registries_hold_the_issue_strategies():
     assert {"english", "random-words", "custom", "functional"} <= set(KEY_STRATEGIES.names())
     assert {"perinucleus", "english", "random-word", "functional"} <= set(RESPONSE_STRATEGIES.names())
+
+
+def test_repetitive_english_keys_are_recognised():
+    from omlkit.fingerprints.strategies.english_keys import is_repetitive
+
+    for loop in ("Round round round round round round round round", "Able to, able to, able to, able to,",
+                 "File is a file. File is a file. File is a file. File"):
+        assert is_repetitive(loop), loop
+    for sentence in ("Detail: A detail is a detail of a detail. In this example, the",
+                     "Alter is a word that has a different meaning to everyone.", "Go go go"):
+        assert not is_repetitive(sentence), sentence

@@ -25,6 +25,17 @@ from omlkit.models.loading import context_length, tokenizer_sha
 from omlkit.models.prompts import has_chat_template, prompt_ids
 
 INSTRUCTION = "Generate a sentence starting with the word {word}"
+#: A key whose distinct words are fewer than this share of its words is a degenerate loop ("Round round
+#: round ...", "Able to, able to, ..."): out of distribution, so easy for a host to filter, and hard to
+#: insert against the base model's own pull to repeat. SmolLM2-135M-Instruct writes 57 in 1024 of them.
+MIN_DISTINCT_WORDS = 0.5
+
+
+def is_repetitive(text: str) -> bool:
+    """True for a text of at least four words whose distinct words are under ``MIN_DISTINCT_WORDS``."""
+    words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
+    words = [w for w in words if w]
+    return len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
 
 
 def token_budget(ctx: GenerationContext, target_tokens: int) -> int:
@@ -140,14 +151,15 @@ class EnglishKeys(KeyStrategy):
     """Keys written by the generator LM, each a sentence starting with a word from the word list."""
 
     def draw(self, n: int, rng: random.Random) -> list[Key]:
-        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts are dropped)."""
+        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts and repetitive
+        loops are dropped; the caller draws again for them)."""
         length = self.ctx.config.key_length
         words = [rng.choice(self.ctx.words) for _ in range(n)]
         texts = generate_sentences(self.ctx, words, rng, token_budget(self.ctx, length))
         keys = []
         for text in texts:
             piece = self.ctx.cut(text, length)
-            if piece is not None:
+            if piece is not None and not is_repetitive(piece[0]):
                 keys.append(Key(*piece))
         return keys
 
