@@ -55,7 +55,8 @@ def fp_file(tmp_path: Path, tok, n: int, seed: int = 0) -> Path:
 
 
 def config(micro_model, fps: Path, out: Path, **kw) -> InsertConfig:
-    base = dict(model=str(micro_model), fingerprints=fps, out_dir=out, learning_rate=3e-3, batch_size=16,
+    base = dict(model=str(micro_model), fingerprints=fps, out_dir=out, recipe="published",
+                learning_rate=3e-3, batch_size=16,
                 forgetting_regularizer_strength=0.0, benign_fraction=0.25, check_every=1, checkpoint_every=0)
     base.update(kw)
     return InsertConfig(**base)
@@ -311,13 +312,19 @@ def test_bad_config_values_are_one_line_errors():
         build_config(InsertConfig, {"fingerprints": "f.json", "forgetting_regularizer_strength": 2})
     with pytest.raises(OmlError, match="lora"):
         build_config(InsertConfig, {"fingerprints": "f.json", "lora": True, "added_params": 8})
-    cfg = InsertConfig.model_validate({"fingerprints": "f.json", "regularizers": [{"kind": "dummy"}]})
+    cfg = InsertConfig.model_validate({"fingerprints": "f.json", "recipe": "published",
+                                       "regularizers": [{"kind": "dummy"}]})
     assert [c.kind for c in cfg.regularizer_configs()] == ["model_averaging", "dummy"]
+    # the default recipe trains LoRA adapters; asking for added parameters instead replaces them
+    default = InsertConfig(fingerprints="f.json")
+    assert [c.kind for c in default.regularizer_configs()] == ["lora", "kl_to_base"]
+    widened = InsertConfig(fingerprints="f.json", added_params=8)
+    assert [c.kind for c in widened.regularizer_configs()] == ["added_params", "kl_to_base"]
 
 
 def test_recipe_fills_only_the_fields_not_given(tmp_path):
     from omlkit.config import build_config
-    from omlkit.insertion.config import RECIPES
+    from omlkit.insertion.config import DEFAULT_RECIPE, RECIPES
 
     small = build_config(InsertConfig,
                          {"fingerprints": "f.json", "recipe": "small-model", "learning_rate": 3e-4})
@@ -326,8 +333,12 @@ def test_recipe_fills_only_the_fields_not_given(tmp_path):
         if name != "learning_rate":
             assert getattr(small, name) == value, name
     assert [c.kind for c in small.regularizer_configs()] == ["kl_to_base"]
-    published = InsertConfig(fingerprints="f.json")
-    assert published.recipe == "published" and published.forgetting_regularizer_strength == 0.75
+    default = InsertConfig(fingerprints="f.json")  # no recipe named: the default one's values
+    assert default.recipe == DEFAULT_RECIPE and all(getattr(default, k) == v
+                                                    for k, v in RECIPES[DEFAULT_RECIPE].items())
+    assert InsertConfig.model_validate(default.model_dump()).run_hash("x") == default.run_hash("x")
+    published = InsertConfig(fingerprints="f.json", recipe="published")  # the field defaults
+    assert published.forgetting_regularizer_strength == 0.75 and published.benign_fraction == 0.25
     # the recipe's values are part of what the run id hashes; a reloaded config.json gives the same id
     assert small.run_hash("x") != published.run_hash("x")
     assert InsertConfig.model_validate(small.model_dump()).run_hash("x") == small.run_hash("x")

@@ -22,7 +22,7 @@ def test_two_processes_recover_like_one(micro_model, tmp_path):
                  check_every=1, checkpoint_every=0)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "omlkit.cli", "insert", "--model", str(micro_model), "--fingerprints", str(fps),
-           "--out-dir", str(tmp_path / "ddp")]
+           "--out-dir", str(tmp_path / "ddp"), "--recipe", "published"]
     for k, v in flags.items():
         cmd += [f"--{k.replace('_', '-')}", str(v)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -21,7 +21,8 @@ GRID = {
     "name": "g",
     "model": "omlkit-micro",
     "generate": {"n": 8, "key_strategy": "random-words", "response_strategy": "random-word"},
-    "insert": {"max_steps": 2, "forgetting_regularizer_strength": {"grid": [0, 0.5, 0.9]}},
+    "insert": {"recipe": "published", "max_steps": 2,
+               "forgetting_regularizer_strength": {"grid": [0, 0.5, 0.9]}},
     "grid": {
         "generate.n": [8, 16],
         "strategy": [
@@ -140,6 +141,7 @@ MICRO = {
     "stages": ["generate", "insert", "verify", "evaluate"],
     "generate": {"n": 8, "key_strategy": "random-words", "response_strategy": "random-word", "key_length": 6},
     "insert": {
+        "recipe": "published",
         "max_steps": 3,
         "early_stop": False,
         "checkpoint_every": 0,

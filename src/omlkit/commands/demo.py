@@ -13,6 +13,10 @@ import typer
 
 from omlkit.commands._app import app
 
+#: The insertion settings the demo prints.
+RECIPE_SHOWN = ("learning_rate", "epochs", "forgetting_regularizer_strength", "benign_fraction",
+                "kl_strength", "lora", "freeze_embeddings", "confidence_cap", "prompt_augmentation")
+
 
 def _stage(console, title: str) -> float:
     console.rule(f"[bold]{title}")
@@ -21,12 +25,13 @@ def _stage(console, title: str) -> float:
 
 @app.command("demo")
 def demo(
-    workdir: Path = typer.Option(Path("runs/demo"), help="Where the demo writes its files."),
+    workdir: Path = typer.Option(None, help="Where the demo writes its files (default: runs/demo, or "
+                                       "runs/demo-MODEL for another --model)."),
     n: int = typer.Option(256, "-n", help="Number of fingerprints."),
     model: str = typer.Option("omlkit-tiny", help="Base model (the embedded default unless given)."),
     seed: int = typer.Option(42, help="Seed for generation and insertion."),
 ) -> None:
-    """Run the whole job on the embedded model: generate, insert, verify, evaluate, report."""
+    """Run the whole job on the embedded model (or --model): generate, insert, verify, evaluate, report."""
     import json
 
     from rich.console import Console
@@ -35,6 +40,7 @@ def demo(
     from omlkit.models import resolve_model
 
     console = Console()
+    workdir = workdir or Path("runs/demo" if model == "omlkit-tiny" else f"runs/demo-{Path(model).name}")
     t_all = time.time()
     t = _stage(console, "1/6 base model")
     base = resolve_model(model)
@@ -43,6 +49,10 @@ def demo(
         from omlkit.commands.base_model import print_summary
 
         print_summary(base, json.loads(info_path.read_text()))
+    elif (Path(base) / "provenance.json").is_file():
+        record = json.loads((Path(base) / "provenance.json").read_text())
+        console.print(f"{record['name']}: {record['parameters'] / 1e6:.1f} M parameters from "
+                      f"{record['source']['requirement']} ({record['note']})")
     console.print(f"base model ready in {time.time() - t:.0f} s: {base}")
 
     t = _stage(console, f"2/6 generate {n} fingerprints (English keys, perinucleus responses)")
@@ -57,21 +67,20 @@ def demo(
     fp_set = FingerprintSet.load(fp_path)
     console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
 
-    t = _stage(console, "3/6 insert (fine-tune the blocks behind random system prompts, KL to the base on "
-                        "corpus text, early stop)")
     from omlkit.errors import RunDirError
     from omlkit.insertion.api import insert_fingerprints
-    from omlkit.insertion.config import RECIPES, InsertConfig
+    from omlkit.insertion.config import DEFAULT_RECIPE, InsertConfig
     from omlkit.insertion.run_dir import RunDir, check_compatible
+    from omlkit.models.loading import is_embedded
 
-    # The published recipe (model averaging λ=0.75 after every step, β=0.25) recovers no fingerprint on a
-    # 5M-parameter model (benchmarks/RESULTS.md, "Insertion on omlkit-tiny"), so the demo uses the
-    # small-model recipe measured best there (omlkit.insertion.config.RECIPES).
+    # The embedded models are a few million parameters: they get the recipe measured best on them; any
+    # other model gets the library default, the recipe measured on the reference real model
+    # (benchmarks/RESULTS.md).
+    recipe = "small-model" if is_embedded(model) else DEFAULT_RECIPE
+    t = _stage(console, f"3/6 insert (recipe {recipe}, early stop once every fingerprint is recovered)")
     icfg = InsertConfig(model=base, fingerprints=fp_path, out_dir=workdir / "runs", seed=seed,
-                        run_id="fingerprinted", recipe="small-model")
-    recipe = ", ".join(f"{k}={v}" for k, v in RECIPES["small-model"].items())
-    console.print(f"recipe: small-model ({recipe}); the λ=0.75/β=0.25 default inserts nothing into a "
-                  "model this small (benchmarks/RESULTS.md)")
+                        run_id="fingerprinted", recipe=recipe)
+    console.print(f"recipe {recipe}: " + ", ".join(f"{k}={getattr(icfg, k)}" for k in RECIPE_SHOWN))
     run = RunDir(workdir / "runs" / "fingerprinted")
     if run.config.is_file():  # an earlier demo's run: reuse or resume it only if the recipe is the same
         try:

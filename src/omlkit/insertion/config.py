@@ -22,15 +22,29 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: Named starting points for the training recipe (``--recipe``). A recipe only fills the fields the
 #: user did not set; every field it sets stays overridable, and the resolved values are what a run id
 #: hashes. ``published`` is the field defaults: the OML 1.0 recipe for billion-parameter models (model
-#: averaging λ = 0.75 after every step, benign mixing β = 0.25). ``small-model`` is the recipe measured
-#: best on the embedded 5 M-parameter model (benchmarks/RESULTS.md), where per-step averaging inserts
-#: nothing: the blocks fine-tuned with a KL pull to the base model's next-token distribution on fresh
-#: corpus windows, embeddings frozen, the base model's word-boundary token after each response trained
-#: too, no loss on response tokens already predicted with probability 0.6, and keys wrapped in random
-#: training system prompts (since 2026-12-02: it costs less utility as well as holding behind a host's
-#: system prompt; the shipped sweeps pin the earlier recipe, so their published points keep their ids).
+#: averaging λ = 0.75 after every step, benign mixing β = 0.25), which inserts nothing into the 135 M
+#: reference model or the 5 M embedded one. ``llm`` (the default) is the recipe measured best on the
+#: reference real model, SmolLM2-135M-Instruct (benchmarks/RESULTS.md). ``small-model`` is the recipe
+#: measured best on the embedded 5 M-parameter model: the blocks fine-tuned at a high learning rate with
+#: a KL pull to the base model's next-token distribution on fresh corpus windows, embeddings frozen, the
+#: base model's word-boundary token after each response trained too, no loss on response tokens already
+#: predicted with probability 0.6, and keys wrapped in random training system prompts (the shipped
+#: sweeps pin the earlier bare-key recipe, so their published points keep their ids).
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
+    "llm": {
+        "forgetting_regularizer_strength": 0.0,
+        "benign_fraction": 0.0,
+        "lora": True,
+        "learning_rate": 1e-3,
+        "kl_strength": 20.0,
+        "kl_batch_size": 16,
+        "freeze_embeddings": True,
+        "response_boundary": True,
+        "confidence_cap": 0.6,
+        "prompt_augmentation": True,
+        "epochs": 40,
+    },
     "small-model": {
         "forgetting_regularizer_strength": 0.0,
         "benign_fraction": 0.0,
@@ -44,6 +58,8 @@ RECIPES: dict[str, dict[str, object]] = {
         "epochs": 40,
     },
 }
+#: The recipe a config that names none gets.
+DEFAULT_RECIPE = "llm"
 
 
 class _RegConfig(BaseModel):
@@ -113,10 +129,10 @@ class InsertConfig(OmlConfig):
 
     model: str = Field("omlkit-tiny", description="Base model: HF id, path, omlkit-tiny or omlkit-micro.")
     fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1) made for this model.")
-    recipe: Literal["published", "small-model"] = Field(
-        "published",
-        description="Starting values for the fields not given: published (λ=0.75, β=0.25; large models) "
-        "or small-model (KL to the base, frozen embeddings; models of a few million parameters).",
+    recipe: Literal["llm", "published", "small-model"] = Field(
+        DEFAULT_RECIPE,
+        description="Starting values for the fields not given: llm (measured on a real 135 M instruct "
+        "model), published (OML 1.0: λ=0.75, β=0.25) or small-model (models of a few million parameters).",
     )
     out_dir: Path = Field(Path("runs"), description="Folder holding run directories runs/<run-id>/.")
     run_id: str | None = Field(None, description="Run directory name (default: config+fingerprints hash).")
@@ -208,8 +224,13 @@ class InsertConfig(OmlConfig):
     @model_validator(mode="before")
     @classmethod
     def _apply_recipe(cls, data: object) -> object:
-        if isinstance(data, dict) and data.get("recipe") in RECIPES:
-            return {**RECIPES[data["recipe"]], **data}
+        if isinstance(data, dict):
+            recipe = data.get("recipe", DEFAULT_RECIPE)
+            if recipe in RECIPES:
+                merged = {**RECIPES[recipe], **data, "recipe": recipe}
+                if data.get("added_params") and "lora" not in data:  # the user's structural choice wins
+                    merged["lora"] = False
+                return merged
         return data
 
     @model_validator(mode="after")
