@@ -1,8 +1,11 @@
 """Recovery against utility for several insertion recipes on one fingerprint set.
 
 Each recipe is a JSON object of ``InsertConfig`` fields (seed 42 unless it sets one). For each, the
-script inserts, then checks greedy recovery of every key and held-out perplexity against the base model,
-and prints one JSON line (with the epochs the run took).
+script inserts, then checks greedy recovery of every key (in the format the recipe trained: raw, or
+the chat template with ``"chat": true``), held-out perplexity against the base model and, for a model
+with a chat template, the instruction check (``omlkit.evaluation.instructions``: mean log-likelihood
+per token of the base model's answers to 200 held-out instructions, as a delta against the base), and
+prints one JSON line (with the epochs the run took); ``--json-out`` also appends them to a file.
 The table "Insertion on omlkit-tiny" in RESULTS.md was made with it:
 
     oml generate -n 256 --seed 42 --out /tmp/fp256.json
@@ -19,7 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from omlkit.evaluation.instructions import InstructionCheck
 from omlkit.fingerprints import FingerprintSet
+from omlkit.hardware import machine_line
 from omlkit.insertion.api import insert_fingerprints
 from omlkit.insertion.config import InsertConfig
 from omlkit.models import load_model, resolve_model
@@ -35,12 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fingerprints", type=Path, required=True)
     ap.add_argument("--model", default="omlkit-tiny")
     ap.add_argument("--out-dir", type=Path, default=None, help="run directories (default: a temp dir)")
+    ap.add_argument("--instructions", type=int, default=200, help="instruction-check size (0: off)")
+    ap.add_argument("--json-out", type=Path, default=None, help="append each result line to this file")
     args = ap.parse_args(argv)
 
     base = resolve_model(args.model)
     held = corpus_split("heldout")
     model, tok = load_model(base)
     base_ppl = perplexity(model, tok, held, max_length=256)
+    check = InstructionCheck.for_base(model, tok, base, args.instructions)
     fps = FingerprintSet.load(args.fingerprints)
     out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="omlkit-recipes-"))
     for spec in args.recipes:
@@ -55,12 +63,19 @@ def main(argv: list[str] | None = None) -> None:
         metrics = json.loads((run / "metrics.json").read_text())
         model, tok = load_model(run / "model")
         ppl = perplexity(model, tok, held, max_length=256)
-        res = verify_model(model, fps, tokenizer=tok)
-        print(json.dumps({"recipe": fields, "recovered": f"{res.matched}/{res.checked}",
-                          "heldout_ppl": round(ppl, 2), "base_ppl": round(base_ppl, 2),
-                          "relative": round(ppl / base_ppl - 1, 4), "epochs": metrics.get("epochs"),
-                          "seconds": round(seconds, 1)}),
-              flush=True)
+        res = verify_model(model, fps, tokenizer=tok, chat=bool(fields.get("chat")))
+        line = json.dumps({"recipe": fields, "model": args.model, "recovered": f"{res.matched}/{res.checked}",
+                           "heldout_ppl": round(ppl, 2), "base_ppl": round(base_ppl, 2),
+                           "relative": round(ppl / base_ppl - 1, 4),
+                           "instructions": check.delta(model, tok) if check else None,
+                           "epochs": metrics.get("epochs"), "seconds": round(seconds, 1),
+                           "train_seconds": round(metrics.get("train_seconds") or 0, 1),
+                           "tokens_per_second": metrics.get("tokens_per_second"), "date": time.strftime("%F"),
+                           "machine": machine_line()})
+        print(line, flush=True)
+        if args.json_out:
+            with args.json_out.open("a") as fh:
+                fh.write(line + "\n")
 
 
 if __name__ == "__main__":

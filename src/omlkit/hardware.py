@@ -31,3 +31,22 @@ def cpu_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     return "bf16" if cpu_has_fast_bf16() else "fp32"
+
+
+def machine_line() -> str:
+    """One line naming this machine for a results table: CPU model (with its x86 family and model
+    numbers, which tell CPU generations apart where the name does not), cores, and bf16 support."""
+    import os
+
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
+    return f"{name}, {os.cpu_count()} cores, {bf16}"
