@@ -70,11 +70,16 @@ def answer_loglik(model, tokenizer, prompts: Sequence[str], answers: Sequence[Se
     rows = [(_chat_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers, strict=True) if a]
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        ids, mask = pad_batch([p + a for p, a in chunk], pad_id(tokenizer), left=False)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        # left-padded, so every answer ends the row and only the last ``keep`` positions need the
+        # vocabulary-wide logits (the prompts are most of each row); positions count real tokens only
+        ids, mask = pad_batch([p + a for p, a in chunk], pad_id(tokenizer), left=True)
+        keep = max(len(a) for _, a in chunk) + 1
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+                       logits_to_keep=keep).logits[:, -keep:]
         logp = torch.log_softmax(logits.float(), -1)
-        for row, (p, a) in enumerate(chunk):
-            pos = torch.arange(len(p) - 1, len(p) + len(a) - 1, device=device)
+        for row, (_, a) in enumerate(chunk):
+            pos = torch.arange(keep - len(a) - 1, keep - 1, device=device)
             total += float(logp[row, pos, torch.tensor(a, device=device)].sum())
             count += len(a)
     if was_training:
