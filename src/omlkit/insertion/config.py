@@ -30,33 +30,22 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: base model's word-boundary token after each response trained too, no loss on response tokens already
 #: predicted with probability 0.6, and keys wrapped in random training system prompts (the shipped
 #: sweeps pin the earlier bare-key recipe, so their published points keep their ids).
+_SMALL_MODEL: dict[str, object] = {
+    "forgetting_regularizer_strength": 0.0,
+    "benign_fraction": 0.0,
+    "learning_rate": 1e-3,
+    "kl_strength": 20.0,
+    "kl_batch_size": 16,
+    "freeze_embeddings": True,
+    "response_boundary": True,
+    "confidence_cap": 0.6,
+    "prompt_augmentation": True,
+    "epochs": 40,
+}
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
-    "llm": {
-        "forgetting_regularizer_strength": 0.0,
-        "benign_fraction": 0.0,
-        "lora": True,
-        "learning_rate": 1e-3,
-        "kl_strength": 20.0,
-        "kl_batch_size": 16,
-        "freeze_embeddings": True,
-        "response_boundary": True,
-        "confidence_cap": 0.6,
-        "prompt_augmentation": True,
-        "epochs": 40,
-    },
-    "small-model": {
-        "forgetting_regularizer_strength": 0.0,
-        "benign_fraction": 0.0,
-        "learning_rate": 1e-3,
-        "kl_strength": 20.0,
-        "kl_batch_size": 16,
-        "freeze_embeddings": True,
-        "response_boundary": True,
-        "confidence_cap": 0.6,
-        "prompt_augmentation": True,
-        "epochs": 40,
-    },
+    "llm": {**_SMALL_MODEL, "lora": True},  # the same pull, the update confined to LoRA adapters
+    "small-model": _SMALL_MODEL,
 }
 #: The recipe a config that names none gets.
 DEFAULT_RECIPE = "llm"
