@@ -82,8 +82,7 @@ def answer_loglik(model, tokenizer, prompts: Sequence[str], answers: Sequence[Se
             pos = torch.arange(keep - len(a) - 1, keep - 1, device=device)
             total += float(logp[row, pos, torch.tensor(a, device=device)].sum())
             count += len(a)
-    if was_training:
-        model.train()
+    model.train(was_training)
     return total / max(count, 1)
 
 
@@ -114,7 +113,7 @@ class InstructionCheck:
         atomic_write_json(path, {"answers": answers, "base_score": check.base_score})
         return check
 
-    def delta(self, model, tokenizer) -> dict | None:
+    def delta(self, model, tokenizer) -> dict:
         """``{"model", "base", "delta", "n"}``: mean log-likelihood per answer token, model against base."""
         score = answer_loglik(model, tokenizer, self.prompts, self.answers)
         return {"model": round(score, 4), "base": round(self.base_score, 4),

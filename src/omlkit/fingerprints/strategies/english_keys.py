@@ -27,7 +27,7 @@ from omlkit.models.prompts import has_chat_template, prompt_ids
 INSTRUCTION = "Generate a sentence starting with the word {word}"
 #: A key whose distinct words are fewer than this share of its words is a degenerate loop ("Round round
 #: round ...", "Able to, able to, ..."): out of distribution, so easy for a host to filter, and hard to
-#: insert against the base model's own pull to repeat. SmolLM2-135M-Instruct writes 57 in 1024 of them.
+#: insert against the base model's own pull to repeat. SmolLM2-135M-Instruct wrote 80 in 1024 of them.
 MIN_DISTINCT_WORDS = 0.5
 
 
