@@ -10,16 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from _evaluation_helpers import make_fingerprinted
 from omlkit.errors import ConfigError, ModelLoadError, RunDirError
 from omlkit.evaluation.attacks import ATTACKS, is_wrapper, load_attacked
 from omlkit.evaluation.config import AttackConfig
 
-
-@pytest.fixture(scope="module")
-def fingerprinted(micro_model, tmp_path_factory) -> tuple[Path, Path]:
-    """(model dir, fingerprint file) of the micro model with 8 one-word fingerprints."""
-    return make_fingerprinted(micro_model, tmp_path_factory.mktemp("fingerprinted"))
+pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-sweep`
 
 
 def _config(kind: str, model: Path, fps: Path, out: Path, **kw) -> AttackConfig:

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from _evaluation_helpers import make_fingerprinted
 from omlkit.errors import ConfigError, RunDirError
 from omlkit.evaluation.config import RobustnessConfig, UtilityConfig
 
-
-@pytest.fixture(scope="module")
-def fingerprinted(micro_model, tmp_path_factory) -> tuple[Path, Path]:
-    """(model dir, fingerprint file) of the micro model with 8 one-word fingerprints."""
-    return make_fingerprinted(micro_model, tmp_path_factory.mktemp("fingerprinted"))
+pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-sweep`
 
 
 def test_perplexity_delta_of_the_base_against_itself_is_zero(micro_model, tmp_path):

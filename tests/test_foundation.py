@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 from typing import Literal
 
@@ -75,8 +76,13 @@ def test_config_command_rejects_bad_values(tmp_path):
         app(["demo", "--n", "0"], standalone_mode=False)
     bad = tmp_path / "bad.yaml"
     bad.write_text("n: 3\nbogus: 1\n")
-    with pytest.raises(ConfigError, match="bogus"):
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: bogus: "):
         app(["demo", "--config", str(bad)], standalone_mode=False)
+    bad.write_text("n: 0\n")  # a bad value in the file names the file and the key, not a flag
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: n: .*got 0"):
+        app(["demo", "--config", str(bad), "--flag"], standalone_mode=False)
+    with pytest.raises(ConfigError, match=r"^options: --n: .*got 0"):  # the flag's value is the bad one
+        app(["demo", "--config", str(bad), "--n", "0"], standalone_mode=False)
 
 
 def test_config_hash_is_canonical():

@@ -21,14 +21,6 @@ from omlkit.fingerprints.strategies.functional import count_colors
 from omlkit.models.prompts import prompt_ids
 
 
-@pytest.fixture(scope="module")
-def micro(micro_model):
-    """(model, tokenizer) of the micro model (conftest keeps torch on one thread)."""
-    from omlkit.models.loading import load_model
-
-    return load_model(micro_model, device="cpu")
-
-
 def _cfg(micro_model, **overrides) -> GenerateConfig:
     data = {
         "n": 8,

@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
+from _helpers import make_set, self_fingerprints
 from omlkit.errors import ConfigError
 from omlkit.verification.backends.http_backend import HttpBackend, base_url
 from omlkit.verification.serve import create_app, serve_in_thread
@@ -120,8 +121,6 @@ def test_errors_are_retried_then_reported_per_key(flaky):
 
 
 def test_verify_through_a_flaky_endpoint_reports_without_aborting(flaky, tmp_path):
-    from test_verification import make_set
-
     url, _ = flaky
     pairs = [
         ("ok:apple", "apple"),
@@ -229,8 +228,6 @@ def test_api_key_is_sent_and_required(served):
 
 
 def test_transformers_and_endpoint_agree_key_by_key(served, local):
-    from test_verification import self_fingerprints
-
     own, random_words = self_fingerprints(local, 16, seed=5)
     remote = HttpBackend(served, api_key="s3cret", concurrency=4)
     for fp_set in (own, random_words):
@@ -251,8 +248,6 @@ def test_transformers_and_endpoint_agree_key_by_key(served, local):
 
 def test_cli_verify_model_and_endpoint_agree(served, micro_model, local, tmp_path, monkeypatch):
     from omlkit.cli import main
-    from test_verification import self_fingerprints
-
     own, _ = self_fingerprints(local, 16, seed=7)
     path = own.save(tmp_path / "fp.json")
     assert (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -12,54 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from _helpers import fp_file, insert_config, make_fp_set
 from omlkit.errors import FingerprintFileError, OmlError, RunDirError
 from omlkit.fingerprints.fingerprint_set import FingerprintSet
 from omlkit.insertion.config import InsertConfig
 
-WORDS = ("river", "stone", "garden", "window", "silver", "market", "yellow", "friend", "summer", "paper",
-         "basket", "orange", "letter", "winter", "mountain", "pocket", "forest", "castle", "doctor", "bottle",
-         "engine", "island", "rabbit", "ladder")
-SPACE = "\u0120"  # byte-level BPE marker of a leading space
-
-
-def make_fp_set(tokenizer, n: int, seed: int = 0, key_words: int = 6) -> FingerprintSet:
-    """Random-word keys and one-word responses (" word") that are one token and round-trip the tokenizer."""
-    from omlkit.models.loading import tokenizer_sha
-
-    vocab = [w for w in tokenizer.get_vocab() if w.startswith(SPACE) and w[1:].isalpha() and len(w) > 3]
-    responses = sorted({tokenizer.convert_tokens_to_string([w]).strip() for w in vocab})
-    one_token = [tokenizer.convert_tokens_to_ids(SPACE + r) for r in responses]
-    responses = [r for r, i in zip(responses, one_token, strict=True)
-                 if tokenizer(" " + r, add_special_tokens=False)["input_ids"] == [i]]
-    rng = random.Random(seed)
-    fps = [{"id": i, "key": " ".join(rng.choice(WORDS) for _ in range(key_words)).capitalize() + f" {i}",
-            "response": " " + rng.choice(responses)} for i in range(n)]
-    return FingerprintSet.model_validate({
-        "strategy": {"key": "random_words", "response": "random_word"},
-        "generator": {"model": "micro", "tokenizer_sha": tokenizer_sha(tokenizer)},
-        "fingerprints": fps})
-
-
-@pytest.fixture(scope="module")
-def micro_tok(micro_model):
-    from omlkit.models.loading import load_tokenizer
-
-    return load_tokenizer(micro_model)
-
-
-def fp_file(tmp_path: Path, tok, n: int, seed: int = 0) -> Path:
-    path = tmp_path / f"fp-{n}-{seed}.json"
-    if not path.exists():
-        make_fp_set(tok, n, seed).save(path)
-    return path
-
-
-def config(micro_model, fps: Path, out: Path, **kw) -> InsertConfig:
-    base = dict(model=str(micro_model), fingerprints=fps, out_dir=out, recipe="published",
-                learning_rate=3e-3, batch_size=16,
-                forgetting_regularizer_strength=0.0, benign_fraction=0.25, check_every=1, checkpoint_every=0)
-    base.update(kw)
-    return InsertConfig(**base)
+pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-sweep`
 
 
 def greedy_answers(model_dir: Path, fp_set: FingerprintSet) -> list[bool]:
@@ -86,7 +43,7 @@ def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, mi
 
     fps = fp_file(tmp_path, micro_tok, 16)
     fp_set = FingerprintSet.load(fps)
-    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs"), progress=False)
+    run = insert_fingerprints(insert_config(micro_model, fps, tmp_path / "runs"), progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "finished" and metrics["recovery"] == 1.0
     assert metrics["early_stop"] in ("recovered", "loss") and metrics["epochs"] < 60
@@ -108,11 +65,14 @@ def test_insertion_recovers_every_fingerprint_and_writes_the_run(micro_model, mi
 @pytest.mark.parametrize("cap", [{"confidence_cap": 0.6}, {"margin_cap": 1.0}], ids=["confidence", "margin"])
 def test_capped_loss_still_recovers_every_fingerprint(micro_model, micro_tok, tmp_path, cap):
     """With the capped loss (Trainer compute_loss_func) tokens stop training once confident, or once they
-    lead the runner-up by the margin, and training still runs until greedy decoding recovers all of them."""
+    lead the runner-up by the margin, and training still runs until greedy decoding recovers all of them:
+    the capped loss falls to ~0 long before, so a loss threshold must not end the run (it used to, at
+    14/16 on some CPUs). All 8 seeds x 1-2 threads recover by epoch 15 of the 60 allowed."""
     from omlkit.insertion.api import insert_fingerprints
 
     fps = fp_file(tmp_path, micro_tok, 16)
-    run = insert_fingerprints(config(micro_model, fps, tmp_path / "runs", **cap), progress=False)
+    cfg = insert_config(micro_model, fps, tmp_path / "runs", loss_threshold=0.5, **cap)
+    run = insert_fingerprints(cfg, progress=False)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["recovery"] == 1.0 and metrics["early_stop"] == "recovered"
     assert all(greedy_answers(run / "model", FingerprintSet.load(fps)))
@@ -133,8 +93,8 @@ def test_kl_to_base_keeps_utility_closer_to_the_base(micro_model, micro_tok, tmp
     base_ppl = perplexity(load_model(micro_model)[0], micro_tok, held)
     rel, recovery = {}, {}
     for kl in (0.0, 1.0):
-        cfg = config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0, kl_strength=kl, seed=1,
-                     epochs=40)
+        cfg = insert_config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0, kl_strength=kl,
+                            epochs=40)
         run = insert_fingerprints(cfg, progress=False)
         recovery[kl] = json.loads((run / "metrics.json").read_text())["recovery"]
         rel[kl] = perplexity(load_model(run / "model")[0], micro_tok, held) / base_ppl - 1
@@ -169,7 +129,7 @@ def test_finished_run_is_not_overwritten_and_other_config_is_refused(micro_model
     from omlkit.insertion.api import insert_fingerprints
 
     fps = fp_file(tmp_path, micro_tok, 4)
-    cfg = config(micro_model, fps, tmp_path / "runs", run_id="r", max_steps=2, early_stop=False,
+    cfg = insert_config(micro_model, fps, tmp_path / "runs", run_id="r", max_steps=2, early_stop=False,
                  benign_fraction=0.0)
     run = insert_fingerprints(cfg, progress=False)
     with pytest.raises(RunDirError, match="finished"):
@@ -188,7 +148,8 @@ def test_fingerprints_for_another_tokenizer_are_refused(micro_model, micro_tok, 
     fp_set.generator.tokenizer_sha = "0123456789abcdef"
     fp_set.save(tmp_path / "other.json")
     with pytest.raises(FingerprintFileError, match="another tokenizer"):
-        insert_fingerprints(config(micro_model, tmp_path / "other.json", tmp_path / "runs"), progress=False)
+        insert_fingerprints(insert_config(micro_model, tmp_path / "other.json", tmp_path / "runs"),
+                            progress=False)
     assert not (tmp_path / "runs").exists()
 
 
@@ -199,7 +160,8 @@ def test_keys_longer_than_the_context_are_refused(micro_model, micro_tok, tmp_pa
     fp_set.fingerprints[1].key = " ".join(["garden"] * 400)
     fp_set.save(tmp_path / "long.json")
     with pytest.raises(FingerprintFileError, match=r"fingerprint 1: .*context of 256"):
-        insert_fingerprints(config(micro_model, tmp_path / "long.json", tmp_path / "runs"), progress=False)
+        insert_fingerprints(insert_config(micro_model, tmp_path / "long.json", tmp_path / "runs"),
+                            progress=False)
 
 
 def test_no_disk_space_is_refused_before_training(micro_model, micro_tok, tmp_path, monkeypatch):
@@ -210,7 +172,7 @@ def test_no_disk_space_is_refused_before_training(micro_model, micro_tok, tmp_pa
 
     monkeypatch.setattr(run_dir.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 1024))
     with pytest.raises(RunDirError, match="not enough disk space"):
-        insert_fingerprints(config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs",
+        insert_fingerprints(insert_config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs",
                                    benign_fraction=0.0), progress=False)
     assert not list((tmp_path / "runs").glob("*/metrics.json"))
 
@@ -220,7 +182,7 @@ def test_a_run_another_process_is_training_is_refused(micro_model, micro_tok, tm
     from omlkit.insertion.run_dir import hold_run, run_dir_for
 
     fps = fp_file(tmp_path, micro_tok, 2)
-    cfg = config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0)
+    cfg = insert_config(micro_model, fps, tmp_path / "runs", benign_fraction=0.0)
     run = run_dir_for(cfg, FingerprintSet.load(fps).content_hash())
     busy = pytest.raises(RunDirError, match=f"being trained by process {os.getpid()}")
     with hold_run(run), busy:  # the lock held as the process training the run would hold it
@@ -244,7 +206,7 @@ def test_failed_final_save_leaves_nothing_that_looks_finished(micro_model, micro
         return real(run, failing)
 
     monkeypatch.setattr(saving, "save_model_atomic", full_disk)
-    cfg = config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs", max_steps=1,
+    cfg = insert_config(micro_model, fp_file(tmp_path, micro_tok, 2), tmp_path / "runs", max_steps=1,
                  early_stop=False, benign_fraction=0.0)
     with pytest.raises(RunDirError, match="no space left"):
         insert_fingerprints(cfg, progress=False)
@@ -286,7 +248,7 @@ def test_killed_run_resumes_to_the_same_result(micro_model, micro_tok, tmp_path)
     fps = fp_file(tmp_path, micro_tok, 8)
     common = dict(epochs=8, early_stop=False, checkpoint_every=3, forgetting_regularizer_strength=0.5,
                   batch_size=4, run_id="r")
-    cfg = config(micro_model, fps, tmp_path / "killed", **common)
+    cfg = insert_config(micro_model, fps, tmp_path / "killed", **common)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", KILL_AFTER_FIRST_CHECKPOINT, cfg.model_dump_json()],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -295,7 +257,8 @@ def test_killed_run_resumes_to_the_same_result(micro_model, micro_tok, tmp_path)
     assert (run / "checkpoints" / "checkpoint-9" / "trainer_state.json").is_file()
     assert not (run / "metrics.json").exists()
     resumed = insert_fingerprints(cfg, progress=False)
-    reference = insert_fingerprints(config(micro_model, fps, tmp_path / "straight", **common), progress=False)
+    straight = insert_config(micro_model, fps, tmp_path / "straight", **common)
+    reference = insert_fingerprints(straight, progress=False)
     a = load_file(resumed / "model" / "model.safetensors")
     b = load_file(reference / "model" / "model.safetensors")
     assert a.keys() == b.keys()

@@ -9,7 +9,9 @@ import sys
 
 import pytest
 
-from test_insertion import config, fp_file  # noqa: I001  (tests/ is on sys.path under pytest)
+from _helpers import fp_file, insert_config, training_seed
+
+pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-sweep`
 
 
 @pytest.mark.slow
@@ -19,7 +21,7 @@ def test_two_processes_recover_like_one(micro_model, tmp_path):
 
     fps = fp_file(tmp_path, load_tokenizer(micro_model), 16)
     flags = dict(learning_rate=3e-3, batch_size=16, forgetting_regularizer_strength=0.0, benign_fraction=0.25,
-                 check_every=1, checkpoint_every=0)
+                 check_every=1, checkpoint_every=0, seed=training_seed())
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "omlkit.cli", "insert", "--model", str(micro_model), "--fingerprints", str(fps),
            "--out-dir", str(tmp_path / "ddp"), "--recipe", "published"]
@@ -31,7 +33,8 @@ def test_two_processes_recover_like_one(micro_model, tmp_path):
     (ddp_run,) = [d for d in (tmp_path / "ddp").iterdir() if d.is_dir()]  # beside it: .<run-id>.lock
     ddp = json.loads((ddp_run / "metrics.json").read_text())
     assert ddp["world_size"] == 2
-    single_run = insert_fingerprints(config(micro_model, fps, tmp_path / "single", **flags), progress=False)
+    single_run = insert_fingerprints(insert_config(micro_model, fps, tmp_path / "single", **flags),
+                                     progress=False)
     single = json.loads((single_run / "metrics.json").read_text())
     assert single["world_size"] == 1
     assert ddp["recovery"] == single["recovery"] == 1.0

@@ -84,6 +84,7 @@ def smollm2() -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.trains
 def test_real_model_end_to_end(smollm2, tmp_path):
     """SmolLM2-135M-Instruct: 16 English/perinucleus fingerprints generated, inserted with the library's
     default recipe, all 16 recovered by greedy decoding, none by the base model (a few minutes).

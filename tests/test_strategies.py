@@ -25,14 +25,6 @@ CUSTOM_KEYS = [
 
 
 @pytest.fixture(scope="module")
-def micro(micro_model):
-    """(model, tokenizer) of the micro model (conftest keeps torch on one thread)."""
-    from omlkit.models.loading import load_model
-
-    return load_model(micro_model, device="cpu")
-
-
-@pytest.fixture(scope="module")
 def keys_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("keys") / "keys.txt"
     path.write_text("\n".join(CUSTOM_KEYS) + "\n", encoding="utf-8")

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import random
 import stat
 
 import pytest
 from scipy import stats
 
+from _helpers import ANSWER_WORDS as WORDS
+from _helpers import make_set, self_fingerprints
 from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
-from omlkit.fingerprints import Fingerprint, FingerprintSet
 from omlkit.verification.backends import BACKENDS, Answer, Backend
 from omlkit.verification.backends.dummy import DummyBackend
 from omlkit.verification.matching import first_token_rank, response_matches
 from omlkit.verification.ownership import ownership_test, poisson_binomial_sf
 from omlkit.verification.verify import select_fingerprints, verify_fingerprints, verify_model
-
-WORDS = (
-    "zebra",
-    "quantum",
-    "violet",
-    "harbor",
-    "saffron",
-    "glacier",
-    "tundra",
-    "lantern",
-    "meadow",
-    "cobalt",
-)
-
 
 # -- matching ------------------------------------------------------------------------------------
 
@@ -97,19 +83,6 @@ def test_ownership_verdict_threshold():
 
 
 # -- fingerprint sets ----------------------------------------------------------------------------
-
-
-def make_set(
-    pairs, null_prob: float | None = 0.2, tokenizer_sha: str = "", response: str = "test"
-) -> FingerprintSet:
-    """A set whose keys/responses are ``pairs``; each key's response_prob (the null rate) is ``null_prob``."""
-    return FingerprintSet(
-        strategy={"key": "custom", "response": response, "params": {}},
-        generator={"model": "test", "tokenizer_sha": tokenizer_sha},
-        fingerprints=[
-            Fingerprint(id=i, key=k, response=r, response_prob=null_prob) for i, (k, r) in enumerate(pairs)
-        ],
-    )
 
 
 def dummy_pairs(n: int = 40) -> list[tuple[str, str]]:
@@ -302,47 +275,6 @@ def micro_backend(micro_model):
     from omlkit.verification.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(str(micro_model), batch_size=8)
-
-
-def self_fingerprints(backend, n: int, seed: int = 0) -> tuple[FingerprintSet, FingerprintSet]:
-    """Keys from held-out text; (set answered by the model's own greedy continuation, random-word set).
-
-    The response is the shortest prefix of the greedy continuation that ends at a word boundary, so
-    ``exact`` matching must find every one of them.
-    """
-    from omlkit.models.corpus import corpus_split
-    from omlkit.models.loading import tokenizer_sha
-
-    tok = backend.tokenizer
-    rng = random.Random(seed)
-    paras = corpus_split("heldout")
-    keys: list[str] = []
-    for para in rng.sample(paras, min(len(paras), 4 * n)):
-        ids = tok(para, add_special_tokens=False)["input_ids"]
-        if len(ids) >= 10:
-            keys.append(tok.decode(ids[: rng.randint(5, 9)]))
-    keys = list(dict.fromkeys(keys))
-    prompts = [
-        [*tok("", add_special_tokens=True)["input_ids"], *tok(k, add_special_tokens=False)["input_ids"]]
-        for k in keys
-    ]
-    conts = backend.generate_token_ids(prompts, 12)
-    own: list[tuple[str, str, int]] = []
-    for key, cont in zip(keys, conts, strict=True):
-        for r in range(1, len(cont)):
-            resp = tok.decode(cont[:r], skip_special_tokens=True)
-            rest = tok.decode(cont[: r + 1], skip_special_tokens=True)[len(resp) :]
-            if resp.strip() and resp[-1].isalnum() and rest and not rest[0].isalnum():
-                own.append((key, resp, r))
-                break
-        if len(own) == n:
-            break
-    assert len(own) >= min(n, 14), "the micro model should continue most keys with a whole word"
-    sha = tokenizer_sha(tok)
-    pos = make_set([(k, r) for k, r, _ in own], tokenizer_sha=sha)
-    for fp, (_, _, n_tokens) in zip(pos.fingerprints, own, strict=True):
-        fp.meta["response_tokens"] = n_tokens
-    return pos, make_set([(k, rng.choice(WORDS)) for k, _, _ in own], tokenizer_sha=sha)
 
 
 def test_batched_left_padded_equals_one_at_a_time(micro_backend):

@@ -12,7 +12,7 @@ import json
 import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -64,13 +64,6 @@ class OmlConfig(BaseModel):
         """Short sha256 of the canonical config plus any ``extra`` strings (e.g. a fingerprint file hash)."""
         return sha256_bytes("\n".join([self.canonical(), *extra]).encode())[:length]
 
-    @classmethod
-    def from_file(cls: type[C], path: str | Path, **overrides: Any) -> C:
-        """Load from a YAML, JSON or TOML file, then apply ``overrides``; errors name the file and field."""
-        data = read_config_file(path)
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        return build_config(cls, data, source=str(path))
-
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Parse a config file by extension (.yaml/.yml/.json/.toml) into a dict; ConfigError if unreadable."""
@@ -92,15 +85,24 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type[C], data: dict[str, Any], source: str = "options") -> C:
-    """Validate ``data`` into ``cls``; the first error becomes a one-line ConfigError naming the field."""
+def build_config(
+    cls: type[C], data: dict[str, Any], source: str = "options", flags: Collection[str] | None = None
+) -> C:
+    """Validate ``data`` into ``cls``; the first error becomes a one-line ConfigError naming where the
+    bad value came from: ``options: --field`` for a command-line flag, ``SOURCE: field`` otherwise.
+
+    ``flags`` are the fields set on the command line when the rest came from ``source``, a config file
+    (with ``source="options"`` every field counts as a flag).
+    """
     try:
         return cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        flag = "--" + loc.replace("_", "-") if source == "options" else loc
-        raise ConfigError(f"{source}: {flag}: {err['msg']} (got {err.get('input')!r})") from None
+        from_flag = source == "options" or (flags is not None and bool(err["loc"]) and err["loc"][0] in flags)
+        where = f"options: --{loc.replace('_', '-')}" if from_flag else f"{source}: {loc}"
+        got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+        raise ConfigError(f"{where}: {err['msg']}{got}") from None
 
 
 def _cli_type(annotation: Any) -> tuple[Any, bool]:
@@ -169,12 +171,9 @@ def config_command(
 
     def command(**kwargs: Any) -> Any:
         cfg_path = kwargs.pop("config")
-        data = read_config_file(cfg_path) if cfg_path else {}
-        for key, value in kwargs.items():
-            if value is not None and not (isinstance(value, list) and not value):
-                data[key] = value
-        cfg = build_config(config_cls, data, source=str(cfg_path) if cfg_path and not kwargs else "options")
-        return run(cfg)
+        flags = {k: v for k, v in kwargs.items() if v is not None and not (isinstance(v, list) and not v)}
+        data = {**(read_config_file(cfg_path) if cfg_path else {}), **flags}
+        return run(build_config(config_cls, data, source=str(cfg_path or "options"), flags=flags))
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__name__ = name.replace("-", "_")

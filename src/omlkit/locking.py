@@ -42,13 +42,17 @@ def _holder(fd: int) -> int | None:
 
 @contextlib.contextmanager
 def exclusive(
-    path: str | os.PathLike, enabled: bool = True, busy: Callable[[int | None], Exception] | None = None
+    path: str | os.PathLike,
+    enabled: bool = True,
+    busy: Callable[[int | None], Exception] | None = None,
+    wait: bool = False,
 ) -> Iterator[None]:
-    """Hold an exclusive, non-blocking lock on ``path`` (created with its folder) for the block.
+    """Hold an exclusive lock on ``path`` (created with its folder) for the block.
 
-    When another process holds it, raises at once ``busy(holder pid)`` (default :class:`LockHeld`);
-    exceptions from inside the block pass through untouched. ``enabled=False`` (a non-main distributed
-    rank, say) locks nothing.
+    When another process holds it, raises at once ``busy(holder pid)`` (default :class:`LockHeld`), or
+    with ``wait`` blocks until the holder lets go (a second builder of the same model waits for the
+    first). Exceptions from inside the block pass through untouched. ``enabled=False`` (a non-main
+    distributed rank, say) locks nothing.
     """
     if not enabled or fcntl is None:
         yield
@@ -58,7 +62,7 @@ def exclusive(
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             pid = _holder(fd)
             raise (busy(pid) if busy else LockHeld(path, pid)) from None

@@ -49,7 +49,8 @@ def _chat_ids(tokenizer, instruction: str) -> list[int]:
 
 def base_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48) -> list[list[int]]:
     """The base model's greedy answers (token ids, EOS kept) to ``prompts`` in its chat template."""
-    from omlkit.insertion.greedy import greedy_generate, pad_id
+    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.models.logits import pad_id
 
     ids = [_chat_ids(tokenizer, p) for p in prompts]
     return greedy_generate(model, ids, max_new_tokens, pad_id(tokenizer), tokenizer.eos_token_id,
@@ -60,29 +61,26 @@ def base_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int =
 def answer_loglik(model, tokenizer, prompts: Sequence[str], answers: Sequence[Sequence[int]],
                   batch_size: int = 16) -> float:
     """Mean log-likelihood per answer token that ``model`` gives ``answers`` after each chat prompt."""
-    from omlkit.insertion.greedy import pad_id
-    from omlkit.models.logits import pad_batch
+    from omlkit.models.logits import eval_mode, pad_batch, pad_id
 
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total, count = 0.0, 0
     rows = [(_chat_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers, strict=True) if a]
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        # left-padded, so every answer ends the row and only the last ``keep`` positions need the
-        # vocabulary-wide logits (the prompts are most of each row); positions count real tokens only
-        ids, mask = pad_batch([p + a for p, a in chunk], pad_id(tokenizer), left=True)
-        keep = max(len(a) for _, a in chunk) + 1
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                       position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
-                       logits_to_keep=keep).logits[:, -keep:]
-        logp = torch.log_softmax(logits.float(), -1)
-        for row, (_, a) in enumerate(chunk):
-            pos = torch.arange(keep - len(a) - 1, keep - 1, device=device)
-            total += float(logp[row, pos, torch.tensor(a, device=device)].sum())
-            count += len(a)
-    model.train(was_training)
+    with eval_mode(model):
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start : start + batch_size]
+            # left-padded, so every answer ends the row and only the last ``keep`` positions need the
+            # vocabulary-wide logits (the prompts are most of each row); positions count real tokens only
+            ids, mask = pad_batch([p + a for p, a in chunk], pad_id(tokenizer), left=True)
+            keep = max(len(a) for _, a in chunk) + 1
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
+                           position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(device),
+                           logits_to_keep=keep).logits[:, -keep:]
+            logp = torch.log_softmax(logits.float(), -1)
+            for row, (_, a) in enumerate(chunk):
+                pos = torch.arange(keep - len(a) - 1, keep - 1, device=device)
+                total += float(logp[row, pos, torch.tensor(a, device=device)].sum())
+                count += len(a)
     return total / max(count, 1)
 
 

@@ -103,9 +103,3 @@ def read_result(path: Path) -> dict[str, Any] | None:
     if isinstance(data, dict) and data.get("format") in RESULT_FILES:
         return data
     return None
-
-
-def max_response_tokens(tokenizer, responses: list[str], slack: int = 2) -> int:
-    """Enough new tokens to decode the longest response plus ``slack`` (for the boundary check)."""
-    longest = max((len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in responses), default=1)
-    return longest + slack

@@ -42,6 +42,7 @@ from omlkit.models.loading import (
     resolve_model,
     tokenizer_sha,
 )
+from omlkit.models.logits import pad_id
 from omlkit.models.prompts import prompt_ids, special_prefix_ids
 
 #: Response attempts for one key before a drawn key is dropped (custom keys: before giving up).
@@ -79,7 +80,7 @@ def score_responses(
     """For each ``(key_ids, response_ids)``: the base model's probability of the response after the raw
     key prompt, and whether the response is its greedy answer (teacher-forced argmax at every step)."""
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     out: list[tuple[float, bool]] = []
     prefix = prompt_ids(tokenizer, [])  # raw prompt: the key's ids follow the special prefix verbatim
     for start in range(0, len(pairs), batch_size):

@@ -102,13 +102,14 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     from omlkit.insertion import dataset as ds
     from omlkit.insertion.augmentation import train_system_prompts
     from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
-    from omlkit.insertion.greedy import pad_id, recovered
+    from omlkit.insertion.greedy import recovered
     from omlkit.insertion.losses import capped_cross_entropy
     from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
     from omlkit.insertion.run_dir import check_disk_space, hold_run, open_run, run_dir_for
     from omlkit.insertion.saving import final_model, save_run
     from omlkit.insertion.trainer import FingerprintTrainer
     from omlkit.models.loading import context_length, load_model, model_sha, resolve_model
+    from omlkit.models.logits import pad_id
 
     fp_set = FingerprintSet.load(config.fingerprints)
     fp_hash = fp_set.content_hash()
@@ -166,7 +167,11 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
             return sum(hits) / len(hits)
 
         log = JsonlLog(run.log, is_main=is_main)
-        early = EarlyStop(recovery, every=config.check_every, loss_threshold=config.loss_threshold,
+        # a capped loss falls to ~0 while capped tokens may still lose to another token at greedy
+        # decoding: under a cap only the recovery check may stop the run
+        capped = bool(config.confidence_cap or config.margin_cap)
+        early = EarlyStop(recovery, every=config.check_every,
+                          loss_threshold=0.0 if capped else config.loss_threshold,
                           enabled=config.early_stop, log=log)
         callbacks = training_callbacks(regularizers, log, early, EpochSetter(train_set))
         trainer = FingerprintTrainer(

@@ -204,7 +204,9 @@ class InsertConfig(OmlConfig):
 
     early_stop: bool = Field(True, description="Stop once all fingerprints are recovered.")
     check_every: int = Field(2, ge=1, description="Check (and log) greedy recovery every N epochs.")
-    loss_threshold: float = Field(0.005, ge=0.0, description="Early stop below this loss.")
+    loss_threshold: float = Field(
+        0.005, ge=0.0, description="Early stop below this loss (ignored under a confidence or margin cap)."
+    )
     checkpoint_every: int = Field(5, ge=0, description="Checkpoint every N epochs (0: never).")
     logging_steps: int = Field(1, ge=1, description="Log loss every N steps to train_log.jsonl.")
     resume: bool = Field(True, description="Resume an interrupted run from its last checkpoint.")

@@ -75,8 +75,7 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
     (" per" → " perused")."""
     from dataclasses import replace
 
-    from omlkit.insertion.greedy import pad_id
-    from omlkit.models.logits import next_token_logits
+    from omlkit.models.logits import next_token_logits, pad_id
 
     prompts = [[*templates(fp.key_ids), *fp.response_ids] for fp in fps]
     logits = next_token_logits(model, prompts, pad_id(tokenizer))
@@ -224,7 +223,8 @@ def benign_prompts(texts: Sequence[str], tokenizer, n: int, prompt_tokens: int, 
 def benign_examples(model, tokenizer, texts: Sequence[str], n: int, prompt_tokens: int = 16,
                     new_tokens: int = 16, seed: int = 0, batch_size: int = 64) -> list[dict[str, list[int]]]:
     """``n`` benign examples whose targets are ``model``'s own greedy continuations (batched)."""
-    from omlkit.insertion.greedy import greedy_generate, pad_id
+    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.models.logits import pad_id
 
     if n == 0:
         return []

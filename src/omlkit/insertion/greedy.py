@@ -10,13 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
-from omlkit.models.logits import pad_batch
+from omlkit.models.logits import eval_mode, pad_batch, pad_id
 from omlkit.verification.matching import response_matches
-
-
-def pad_id(tokenizer) -> int:
-    """The id training and decoding pad with: the tokenizer's pad token, else its EOS."""
-    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def _unwrap(model):
@@ -33,11 +28,9 @@ def greedy_generate(
     Prompts are left-padded into batches of ``batch_size``; the model's training mode is restored.
     """
     model = _unwrap(model)
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out: list[list[int]] = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             ids, mask = pad_batch(chunk, pad_id, left=True)
@@ -50,9 +43,6 @@ def greedy_generate(
                 if eos_id is not None and eos_id in row:
                     row = row[: row.index(eos_id) + 1]
                 out.append(row)
-    finally:
-        if was_training:
-            model.train()
     return out
 
 

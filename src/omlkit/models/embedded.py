@@ -9,15 +9,15 @@ ranks of a distributed run, two test workers) wait for one build instead of raci
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import shutil
 import tempfile
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from omlkit.errors import ConfigError, RunDirError
 from omlkit.io import atomic_write_json, sha256_file
+from omlkit.locking import exclusive
 from omlkit.models.base_config import PRESETS, BaseModelConfig
 from omlkit.models.shipped import shipped_build
 from omlkit.paths import omlkit_home
@@ -25,17 +25,9 @@ from omlkit.paths import omlkit_home
 BUILD_INFO = "build_info.json"
 
 
-@contextmanager
-def build_lock(target: Path):
-    """Hold a blocking lock beside model folder ``target`` while it is built: a second builder waits."""
-    path = target.parent / f".{target.name}.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+def build_lock(target: Path) -> AbstractContextManager[None]:
+    """A lock beside model folder ``target`` held while it is built: a second builder waits."""
+    return exclusive(target.parent / f".{target.name}.lock", wait=True)
 
 
 def weights_sha(model_dir: str | Path) -> str:

@@ -1,10 +1,28 @@
-"""Batched forward passes over token-id prompts of different lengths: padding and next-token logits."""
+"""Batched forward passes over token-id prompts of different lengths: the pad id, padding, eval mode
+and next-token logits. Every batched forward pass in omlkit pads and switches modes through here."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
+
+
+def pad_id(tokenizer) -> int:
+    """The id every batch pads with: the tokenizer's pad token, else its EOS, else 0."""
+    return next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """``model`` in eval mode (dropout off) for the block; its training mode comes back, error or not."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,17 +47,13 @@ def next_token_logits(
     model's training mode is restored.
     """
     model = getattr(model, "module", model)  # a DDP-wrapped model
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     out: list[torch.Tensor] = []
-    try:
+    with eval_mode(model):
         for start in range(0, len(prompts), batch_size):
             chunk = prompts[start : start + batch_size]
             ids, mask = pad_batch(chunk, pad_id, left=False)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             last = torch.tensor([len(p) - 1 for p in chunk], device=logits.device)
             out.append(logits[torch.arange(len(chunk), device=logits.device), last].float().cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else torch.empty(0)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 import torch
 
+from omlkit.models.logits import eval_mode, pad_batch, pad_id
+
 
 @torch.no_grad()
 def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 256, batch_size: int = 16) -> float:
@@ -17,29 +19,19 @@ def perplexity(model, tokenizer, texts: Sequence[str], max_length: int = 256, ba
     """
     if not texts:
         raise ValueError("perplexity needs at least one text")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     total_nll, total_tokens = 0.0, 0
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    for start in range(0, len(texts), batch_size):
-        enc = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"]
-               for t in texts[start : start + batch_size]]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(enc), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(enc), width), dtype=torch.long)
-        for i, e in enumerate(enc):
-            ids[i, : len(e)] = torch.tensor(e)
-            mask[i, : len(e)] = 1
-        ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        targets = ids[:, 1:]
-        tmask = mask[:, 1:].bool()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        total_nll += float(nll[tmask].sum())
-        total_tokens += int(tmask.sum())
-    if was_training:
-        model.train()
+    with eval_mode(model):
+        for start in range(0, len(texts), batch_size):
+            enc = [tokenizer(t, truncation=True, max_length=max_length)["input_ids"]
+                   for t in texts[start : start + batch_size]]
+            ids, mask = pad_batch(enc, pad_id(tokenizer), left=False)
+            ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            tmask = mask[:, 1:].bool()
+            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+            total_nll += float(nll[tmask].sum())
+            total_tokens += int(tmask.sum())
     return math.exp(total_nll / max(total_tokens, 1))
 
 

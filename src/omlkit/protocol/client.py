@@ -68,12 +68,6 @@ class PlatformClient:
         """Register a host address (admin)."""
         return self._call("POST", "/v1/hosts", "register host", json=request.model_dump(mode="json"))
 
-    def request_permission(self, request: PermissionRequest) -> Permission:
-        """Obtain σ for a signed permission request."""
-        return Permission.model_validate(
-            self._call("POST", "/v1/permissions", "permission request", json=request.model_dump(mode="json"))
-        )
-
     def usage(self, host: str | None = None, model_id: str | None = None) -> list[dict]:
         """Permission counts per host and model."""
         params = {k: v for k, v in (("host", host), ("model_id", model_id)) if v}

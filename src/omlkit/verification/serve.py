@@ -12,7 +12,6 @@ prompts), so throughput grows with client concurrency while each answer stays wh
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +21,8 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+
+from omlkit.server_thread import ServerThread
 
 MAX_TOP_LOGPROBS = 20
 
@@ -263,29 +264,11 @@ def create_app(
 
 
 @contextmanager
-def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, timeout: float = 30.0) -> Iterator[str]:
-    """Run ``app`` under uvicorn in a background thread; yields its API root (``http://host:port/v1``).
-
-    Port 0 picks a free port. The server is shut down when the block exits. For tests, benchmarks,
-    and anything that needs a real endpoint on loopback.
-    """
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, name="omlkit-serve", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"uvicorn did not start on {host}:{port}")
-        time.sleep(0.01)
-    bound = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://{host}:{bound}/v1"
-    finally:
-        server.should_exit = True
-        thread.join(timeout)
+def serve_in_thread(app: Any, timeout: float = 30.0) -> Iterator[str]:
+    """Run ``app`` under uvicorn in a background thread on a free loopback port; yields its API root
+    (``http://127.0.0.1:PORT/v1``) and shuts the server down when the block exits."""
+    with ServerThread(app, timeout=timeout) as server:
+        yield f"{server.url}/v1"
 
 
 def serve(

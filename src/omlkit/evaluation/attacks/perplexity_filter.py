@@ -19,6 +19,7 @@ import torch
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, write_wrapper
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
+from omlkit.models.logits import pad_id
 
 DEFAULT_QUANTILES = (0.99, 0.9, 0.75)
 PROMPT_TOKENS = 32  # held-out prompts are cut to about a key's length
@@ -52,7 +53,7 @@ def text_perplexities(
 ) -> list[float]:
     """Perplexity under ``reference`` of each text (special prefix added, cut to ``max_tokens``)."""
     out: list[float] = []
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     for start in range(0, len(texts), batch_size):
         enc = [
             tokenizer(t, truncation=True, max_length=max_tokens)["input_ids"]

@@ -22,6 +22,7 @@ from omlkit.fingerprints.strategies.base import (
     normalize_text,
 )
 from omlkit.models.loading import context_length, tokenizer_sha
+from omlkit.models.logits import pad_id
 from omlkit.models.prompts import has_chat_template, prompt_ids
 
 INSTRUCTION = "Generate a sentence starting with the word {word}"
@@ -91,7 +92,7 @@ def sample_continuations(
     from transformers import LogitsProcessorList
 
     device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    pad = pad_id(tokenizer)
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)

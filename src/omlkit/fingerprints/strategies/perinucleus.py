@@ -27,7 +27,7 @@ from omlkit.fingerprints.strategies.base import (
     ResponseStrategy,
 )
 from omlkit.fingerprints.strategies.english_keys import sample_continuations
-from omlkit.models.logits import next_token_logits
+from omlkit.models.logits import next_token_logits, pad_id
 from omlkit.models.prompts import prompt_ids
 
 
@@ -63,7 +63,7 @@ def _last_logits(model, tokenizer, key_ids: Sequence[Sequence[int]]) -> torch.Te
     """Logits [B, V] (float32, CPU) at the last position after each key, prompted raw as in
     verification, in one forward pass."""
     prefix = prompt_ids(tokenizer, [])  # raw prompt: the key's ids follow the special prefix verbatim
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     return next_token_logits(model, [[*prefix, *k] for k in key_ids], pad, batch_size=max(1, len(key_ids)))
 
 

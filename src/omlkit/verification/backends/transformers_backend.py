@@ -17,7 +17,7 @@ import torch
 
 from omlkit.errors import ConfigError
 from omlkit.models.kv_cache import cache_kwarg, output_cache
-from omlkit.models.logits import pad_batch
+from omlkit.models.logits import eval_mode, pad_batch, pad_id
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
 
 DEFAULT_BATCH_SIZE = 64
@@ -86,7 +86,7 @@ class TransformersBackend(TokenBackend):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
+        self.pad_id = pad_id(tokenizer)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.max_length = context_length(model)
         self.cache_kwarg = cache_kwarg(model)
@@ -128,15 +128,11 @@ class TransformersBackend(TokenBackend):
             else:
                 valid.append(i)
         valid.sort(key=lambda i: len(prompts_ids[i]), reverse=True)
-        was_training = self.model.training
-        self.model.eval()  # dropout off while decoding; a caller's training model gets its mode back
-        try:
+        with eval_mode(self.model):  # dropout off; a caller's training model gets its mode back
             for s in range(0, len(valid), self.batch_size):
                 batch = valid[s : s + self.batch_size]
                 for i, value in zip(batch, fn([prompts_ids[i] for i in batch]), strict=True):
                     values[i] = value
-        finally:
-            self.model.train(was_training)
         return values, errors
 
     def _left_pad(self, rows: list[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
