@@ -6,7 +6,8 @@ the chat template with ``"chat": true``), held-out perplexity against the base m
 with a chat template, the instruction check (``omlkit.evaluation.instructions``: mean log-likelihood
 per token of the base model's answers to 200 held-out instructions, as a delta against the base), and
 prints one JSON line (with the epochs the run took); ``--json-out`` also appends them to a file.
-The table "Insertion on omlkit-tiny" in RESULTS.md was made with it:
+The recipe tables in benchmarks/notes/insertion.md (omlkit-tiny) and benchmarks/notes/smollm2.md were
+made with it:
 
     oml generate -n 256 --seed 42 --out /tmp/fp256.json
     python benchmarks/insertion_recipes.py --fingerprints /tmp/fp256.json \\

@@ -337,10 +337,11 @@ def test_response_boundary_trains_the_base_models_next_word_start(micro_model, m
     from omlkit.insertion import dataset as ds
     from omlkit.insertion.greedy import greedy_generate
     from omlkit.models.loading import load_model
+    from omlkit.models.prompts import PromptTemplates
 
     model, tok = load_model(micro_model)
     fps = ds.tokenize_fingerprints(make_fp_set(tok, 24, seed=3), tok)
-    templates = ds.PromptTemplates(tok)
+    templates = PromptTemplates(tok)
     marked = ds.with_boundaries(model, tok, fps, templates)
     prompts = [[*templates(f.key_ids), *f.response_ids] for f in fps]
     nxt = greedy_generate(model, prompts, 1, tok.pad_token_id, tok.eos_token_id)

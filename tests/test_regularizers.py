@@ -12,7 +12,6 @@ from omlkit.insertion.dataset import (
     IGNORE,
     InsertionDataset,
     PadCollator,
-    PromptTemplates,
     TokenizedFingerprint,
     fingerprint_example,
     masked_example,
@@ -24,6 +23,7 @@ from omlkit.insertion.regularizers.added_params import AddedParams
 from omlkit.insertion.regularizers.kl_to_base import KLToBase, kl_to_reference
 from omlkit.insertion.regularizers.l2_to_base import l2_distance
 from omlkit.insertion.regularizers.model_averaging import AveragingCallback, lerp_to_base
+from omlkit.models.prompts import PromptTemplates
 
 BOS, EOS, PAD = 1, 2, 0
 

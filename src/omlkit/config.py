@@ -132,11 +132,13 @@ def config_command(
     run: Callable[[C], Any],
     help: str | None = None,
     arguments: tuple[str, ...] = (),
+    aliases: dict[str, str] | None = None,
 ) -> None:
     """Register command ``name`` on ``app`` whose options are ``config_cls``'s fields and which calls ``run``.
 
-    Fields named in ``arguments`` become positional arguments. Fields whose type has no flag form
-    (nested models, dicts) can only be set through ``--config``.
+    Fields named in ``arguments`` become positional arguments; ``aliases`` gives a field's flag a short
+    form as well (``{"n": "-n"}``). Fields whose type has no flag form (nested models, dicts) can only be
+    set through ``--config``.
     """
     params = [
         inspect.Parameter(
@@ -155,6 +157,8 @@ def config_command(
             continue
         cli_fields.append(field_name)
         flag = "--" + field_name.replace("_", "-")
+        short = (aliases or {}).get(field_name)
+        decls = (flag, short) if short else (flag,)
         default_txt = None if field.is_required() else field.default
         help_txt = field.description or ""
         if field_name in arguments:
@@ -162,7 +166,7 @@ def config_command(
         elif typ is bool:
             default = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_txt, show_default=default_txt)
         else:
-            default = typer.Option(None, flag, help=help_txt, show_default=default_txt)
+            default = typer.Option(None, *decls, help=help_txt, show_default=default_txt)
         params.append(
             inspect.Parameter(
                 field_name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=typ | None

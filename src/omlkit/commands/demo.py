@@ -6,6 +6,7 @@ Every stage reuses what an earlier demo run finished, so an interrupted demo res
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -32,17 +33,44 @@ def demo(
     seed: int = typer.Option(42, help="Seed for generation and insertion."),
 ) -> None:
     """Run the whole job on the embedded model (or --model): generate, insert, verify, evaluate, report."""
-    import json
-
     from rich.console import Console
-
-    from omlkit.fingerprints import FingerprintSet
-    from omlkit.models import resolve_model
 
     console = Console()
     workdir = workdir or Path("runs/demo" if model == "omlkit-tiny" else f"runs/demo-{Path(model).name}")
     t_all = time.time()
     t = _stage(console, "1/6 base model")
+    base = _base_model(console, model)
+    console.print(f"base model ready in {time.time() - t:.0f} s: {base}")
+
+    t = _stage(console, f"2/6 generate {n} fingerprints (English keys, perinucleus responses)")
+    fp_set, fp_path = _fingerprints(console, workdir / "fingerprints.json", n, seed, base)
+    console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
+
+    recipe = _recipe(model)
+    t = _stage(console, f"3/6 insert (recipe {recipe}, early stop once every fingerprint is recovered)")
+    run = _insert(console, workdir, base, fp_path, fp_set, seed, recipe)
+    console.print(f"{time.time() - t:.0f} s")
+
+    t = _stage(console, "4/6 verify the fingerprinted model and the base model (ownership test)")
+    _verify(console, run, base, fp_set, workdir)
+    console.print(f"{time.time() - t:.0f} s")
+
+    t = _stage(console, "5/6 utility (held-out perplexity against the base model)")
+    _utility(console, run, base)
+    console.print(f"{time.time() - t:.0f} s")
+
+    t = _stage(console, "6/6 report")
+    from omlkit.evaluation.report import write_report
+
+    report = write_report([run.path], force=True)
+    console.print(f"report: [bold]{report}[/bold] — {time.time() - t:.0f} s")
+    console.print(f"demo finished in {time.time() - t_all:.0f} s")
+
+
+def _base_model(console, model: str) -> str:
+    """Resolve (build or fetch on first use) the base model and print where it came from."""
+    from omlkit.models import resolve_model
+
     base = resolve_model(model)
     info_path = Path(base) / "build_info.json"
     if info_path.is_file():
@@ -53,10 +81,13 @@ def demo(
         record = json.loads((Path(base) / "provenance.json").read_text())
         console.print(f"{record['name']}: {record['parameters'] / 1e6:.1f} M parameters from "
                       f"{record['source']['requirement']} ({record['note']})")
-    console.print(f"base model ready in {time.time() - t:.0f} s: {base}")
+    return base
 
-    t = _stage(console, f"2/6 generate {n} fingerprints (English keys, perinucleus responses)")
-    fp_path = workdir / "fingerprints.json"
+
+def _fingerprints(console, fp_path: Path, n: int, seed: int, base: str):
+    """``(fingerprint set, its file)``: generated for ``base``, or an earlier demo's reused."""
+    from omlkit.fingerprints import FingerprintSet
+
     if fp_path.is_file():
         console.print(f"reusing {fp_path}")
     else:
@@ -64,20 +95,26 @@ def demo(
         from omlkit.fingerprints.generate import run_generate
 
         run_generate(GenerateConfig(n=n, seed=seed, target_model=base, generator_model=base, out=fp_path))
-    fp_set = FingerprintSet.load(fp_path)
-    console.print(f"{len(fp_set)} fingerprints in {fp_path} (mode 0600) — {time.time() - t:.0f} s")
+    return FingerprintSet.load(fp_path), fp_path
 
-    from omlkit.errors import RunDirError
-    from omlkit.insertion.api import insert_fingerprints
-    from omlkit.insertion.config import DEFAULT_RECIPE, InsertConfig
-    from omlkit.insertion.run_dir import RunDir, check_compatible
+
+def _recipe(model: str) -> str:
+    """The embedded models are a few million parameters: they get the recipe measured best on them; any
+    other model gets the library default, the recipe measured on the reference real model."""
+    from omlkit.insertion.config import DEFAULT_RECIPE
     from omlkit.models.loading import is_embedded
 
-    # The embedded models are a few million parameters: they get the recipe measured best on them; any
-    # other model gets the library default, the recipe measured on the reference real model
-    # (benchmarks/RESULTS.md).
-    recipe = "small-model" if is_embedded(model) else DEFAULT_RECIPE
-    t = _stage(console, f"3/6 insert (recipe {recipe}, early stop once every fingerprint is recovered)")
+    return "small-model" if is_embedded(model) else DEFAULT_RECIPE
+
+
+def _insert(console, workdir: Path, base: str, fp_path: Path, fp_set, seed: int, recipe: str):
+    """The fingerprinted run (``RunDir``): trained, resumed, or an earlier demo's finished run reused —
+    only when it was trained with the same settings."""
+    from omlkit.errors import RunDirError
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.insertion.config import InsertConfig
+    from omlkit.insertion.run_dir import RunDir, check_compatible
+
     icfg = InsertConfig(model=base, fingerprints=fp_path, out_dir=workdir / "runs", seed=seed,
                         run_id="fingerprinted", recipe=recipe)
     console.print(f"recipe {recipe}: " + ", ".join(f"{k}={getattr(icfg, k)}" for k in RECIPE_SHOWN))
@@ -93,10 +130,12 @@ def demo(
     else:
         insert_fingerprints(icfg)
     metrics = json.loads(run.metrics.read_text())
-    console.print(f"run {run.path}: recovery at the end of training {metrics.get('recovery')} "
-                  f"— {time.time() - t:.0f} s")
+    console.print(f"run {run.path}: recovery at the end of training {metrics.get('recovery')}")
+    return run
 
-    t = _stage(console, "4/6 verify the fingerprinted model and the base model (ownership test)")
+
+def _verify(console, run, base: str, fp_set, workdir: Path) -> None:
+    """The ownership test on the fingerprinted model and on the base model that never was."""
     from omlkit.verification.verify import verify_model
 
     mine = verify_model(run.model, fp_set, out=run.path / "verify")
@@ -105,9 +144,11 @@ def demo(
         v = res.verdict
         console.print(f"{label}: {res.matched}/{res.checked} keys match, p = {v.p_value:.3g} → "
                       f"[bold]{'owned' if v.owned else 'not owned'}[/bold]")
-    console.print(f"{time.time() - t:.0f} s")
 
-    t = _stage(console, "5/6 utility (held-out perplexity against the base model)")
+
+def _utility(console, run, base: str) -> None:
+    """Held-out perplexity of the run against the base (utility.json, with the instruction check), computed
+    once."""
     from omlkit.evaluation.config import UtilityConfig
     from omlkit.evaluation.utility import evaluate_utility
 
@@ -118,11 +159,4 @@ def demo(
         _, util = evaluate_utility(UtilityConfig(model=str(run.path), base=base, benchmarks=False))
     ppl = util["perplexity"]
     console.print(f"held-out perplexity {ppl['model']:.2f} vs base {ppl['base']:.2f} "
-                  f"({100 * ppl['relative']:+.1f}%) — {time.time() - t:.0f} s")
-
-    t = _stage(console, "6/6 report")
-    from omlkit.evaluation.report import write_report
-
-    report = write_report([run.path], force=True)
-    console.print(f"report: [bold]{report}[/bold] — {time.time() - t:.0f} s")
-    console.print(f"demo finished in {time.time() - t_all:.0f} s")
+                  f"({100 * ppl['relative']:+.1f}%)")

@@ -28,18 +28,8 @@ config_command(
     GenerateConfig,
     _generate,
     help="Generate a secret fingerprint set (keys and responses from independently chosen strategies).",
+    aliases={"n": "-n"},
 )
-
-
-def _add_alias(command: str, field: str, alias: str) -> None:
-    """Give ``field``'s option of ``command`` a short alias (config_command only makes ``--field``)."""
-    for info in app.registered_commands:
-        if info.name == command:
-            option = info.callback.__signature__.parameters[field].default
-            option.param_decls = (*option.param_decls, alias)
-
-
-_add_alias("generate", "n", "-n")
 
 
 def _fmt(value: object) -> str:

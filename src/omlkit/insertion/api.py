@@ -10,7 +10,9 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omlkit.insertion.config import InsertConfig
 
@@ -96,37 +98,24 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
     longer than the model's context, a run directory of another config (or a finished run without
     ``force``), and too little disk space. An interrupted run resumes from its last checkpoint.
     """
-    from transformers import PrinterCallback, set_seed
+    from transformers import set_seed
 
     from omlkit.fingerprints.fingerprint_set import FingerprintSet
     from omlkit.insertion import dataset as ds
-    from omlkit.insertion.augmentation import train_system_prompts
-    from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
-    from omlkit.insertion.greedy import recovered
-    from omlkit.insertion.losses import capped_cross_entropy
-    from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
-    from omlkit.insertion.run_dir import check_disk_space, hold_run, open_run, run_dir_for
+    from omlkit.insertion.run_dir import hold_run, open_run, run_dir_for
     from omlkit.insertion.saving import final_model, save_run
-    from omlkit.insertion.trainer import FingerprintTrainer
-    from omlkit.models.loading import context_length, load_model, model_sha, resolve_model
-    from omlkit.models.logits import pad_id
+    from omlkit.models.loading import load_model, model_sha, resolve_model
 
     fp_set = FingerprintSet.load(config.fingerprints)
     fp_hash = fp_set.content_hash()
     model_path = resolve_model(config.model, progress=progress)
     model, tok = load_model(model_path, device="cpu", dtype="fp32")
     fp_set.check_tokenizer(tok, source=str(config.fingerprints))
-    fps = ds.tokenize_fingerprints(fp_set, tok)
-    system_prompts = train_system_prompts() if config.prompt_augmentation else []
-    templates = ds.PromptTemplates(tok, chat=config.chat)
-    ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts],
-                     extra=int(config.response_boundary))
-    if config.response_boundary:  # one more target token, counted by check_context above
-        fps = ds.with_boundaries(model, tok, fps, templates)
+    keys = _TrainedKeys.prepare(config, fp_set, model, tok)
 
-    n_benign = ds.n_benign(len(fps), config.benign_fraction)
+    n_benign = ds.n_benign(len(keys.fps), config.benign_fraction)
     run_dir = run_dir_for(config, fp_hash)
-    args = _training_args(config, run_dir, len(fps) + n_benign)
+    args = _training_args(config, run_dir, len(keys.fps) + n_benign)
     is_main = args.process_index == 0
     with hold_run(run_dir, enabled=is_main):
         with args.main_process_first(desc="run directory"):
@@ -134,54 +123,21 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
         n_params = sum(p.numel() for p in model.parameters())
         args.learning_rate = config.learning_rate or default_learning_rate(n_params)
         resuming = ", resuming" if state == "resume" else ""
-        _say(f"run {run.path.name}: {len(fps)} fingerprints, {n_benign} benign examples, "
+        _say(f"run {run.path.name}: {len(keys.fps)} fingerprints, {n_benign} benign examples, "
              f"lr {args.learning_rate:g}, {args.world_size} process(es){resuming}",
              progress and is_main)
 
         with args.main_process_first(desc="benign examples"):
             benign = _benign(config, run, model, tok, n_benign, model_path, args.device, write=is_main)
         model.to("cpu")
-
         set_seed(config.seed)
-        if config.freeze_embeddings:
-            freeze_embeddings(model)
-        regularizers = build_regularizers(config.regularizer_configs())
-        context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
-                                     rank=args.process_index)
-        for reg in regularizers:
-            reg.attach(context)
-            model = reg.prepare(model)
+        model, regularizers = _prepare_model(config, model, tok, args.process_index)
         if is_main:
-            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-            ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
-            check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
+            _check_room(config, run, model, n_params)
 
-        train_set = ds.InsertionDataset(tok, fps, benign, system_prompts, chat=config.chat, seed=config.seed,
-                                        response_eos=config.response_eos)
-        check_prompts = [templates(fp.key_ids) for fp in fps]
-        responses = [fp.response for fp in fps]
-        lengths = [len(fp.response_ids) for fp in fps]
-
-        def recovery(m) -> float:
-            hits = recovered(m, tok, check_prompts, responses, lengths)
-            return sum(hits) / len(hits)
-
-        log = JsonlLog(run.log, is_main=is_main)
-        # a capped loss falls to ~0 while capped tokens may still lose to another token at greedy
-        # decoding: under a cap only the recovery check may stop the run
-        capped = bool(config.confidence_cap or config.margin_cap)
-        early = EarlyStop(recovery, every=config.check_every,
-                          loss_threshold=0.0 if capped else config.loss_threshold,
-                          enabled=config.early_stop, log=log)
-        callbacks = training_callbacks(regularizers, log, early, EpochSetter(train_set))
-        trainer = FingerprintTrainer(
-            model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
-            processing_class=tok, callbacks=callbacks, regularizers=regularizers,
-            compute_loss_func=(capped_cross_entropy(config.confidence_cap, config.margin_cap)
-                               if config.confidence_cap or config.margin_cap else None),
-        )
-        trainer.remove_callback(PrinterCallback)
-
+        train_set = ds.InsertionDataset(tok, keys.fps, benign, keys.system_prompts, chat=config.chat,
+                                        seed=config.seed, response_eos=config.response_eos)
+        trainer, early = _trainer(config, args, model, tok, train_set, regularizers, keys, run.log, is_main)
         resume_from = run.latest_checkpoint() if state == "resume" else None
         start = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -191,35 +147,135 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
         final = final_model(trainer, regularizers, model_path)
         if not is_main:
             return run.path
-        hits = recovered(final, tok, check_prompts, responses, lengths)
-        tokens_per_epoch = sum(len(train_set[i]["input_ids"]) for i in range(len(train_set)))
-        epochs_done = float(trainer.state.epoch or 0)
+        hits = keys.hits(final)
         metrics = {
             "status": "finished",
             "run_id": run.path.name,
             "model": config.model,
             "base_model_sha": model_sha(model_path),
             "fingerprints_sha256": fp_hash,
-            "n_fingerprints": len(fps),
+            "n_fingerprints": len(keys.fps),
             "n_benign": len(benign),
             "recovered": sum(hits),
             "recovery": sum(hits) / len(hits),
             "early_stop": early.reason,
-            "global_step": trainer.state.global_step,
-            "epochs": epochs_done,
-            "train_loss": result.training_loss,
+            **_training_stats(trainer, result, train_set, train_seconds, resumed=state != "new"),
             "learning_rate": args.learning_rate,
             "world_size": args.world_size,
-            "train_seconds": train_seconds,
-            # a resumed run trained only part of the epochs in this process: no honest rate to report
-            "tokens_per_second": tokens_per_epoch * epochs_done / max(train_seconds, 1e-9)
-            if state == "new" else None,
             "regularizers": [r.config.model_dump() for r in regularizers],
         }
         save_run(run, final, tok, metrics)
         _say(f"run {run.path.name}: recovered {sum(hits)}/{len(hits)} fingerprints in "
              f"{trainer.state.global_step} steps ({train_seconds:.1f}s); model in {run.model}", progress)
         return run.path
+
+
+@dataclass
+class _TrainedKeys:
+    """The tokenized fingerprints as trained, the prompt templates that wrap them, and the greedy
+    recovery check on their bare prompts (what the early stop and the final metrics count)."""
+
+    fps: list
+    templates: Any
+    system_prompts: list[str]
+    tokenizer: Any
+
+    @classmethod
+    def prepare(cls, config: InsertConfig, fp_set, model, tok) -> _TrainedKeys:
+        """Tokenize, refuse any example longer than the context, add the boundary token if asked."""
+        from omlkit.insertion import dataset as ds
+        from omlkit.insertion.augmentation import train_system_prompts
+        from omlkit.models.loading import context_length
+        from omlkit.models.prompts import PromptTemplates
+
+        fps = ds.tokenize_fingerprints(fp_set, tok)
+        system_prompts = train_system_prompts() if config.prompt_augmentation else []
+        templates = PromptTemplates(tok, chat=config.chat)
+        ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts],
+                         extra=int(config.response_boundary))
+        if config.response_boundary:  # one more target token, counted by check_context above
+            fps = ds.with_boundaries(model, tok, fps, templates)
+        return cls(fps, templates, system_prompts, tok)
+
+    def hits(self, model) -> list[bool]:
+        """Per fingerprint: does greedy decoding of its bare prompt give the response?"""
+        from omlkit.insertion.greedy import recovered
+
+        prompts = [self.templates(fp.key_ids) for fp in self.fps]
+        return recovered(model, self.tokenizer, prompts, [fp.response for fp in self.fps],
+                         [len(fp.response_ids) for fp in self.fps])
+
+    def recovery(self, model) -> float:
+        """The recovered fraction."""
+        hits = self.hits(model)
+        return sum(hits) / len(hits)
+
+
+def _prepare_model(config: InsertConfig, model, tok, rank: int):
+    """``(model, regularizers)``: embeddings frozen if asked, each regularizer attached and its
+    ``prepare`` applied (LoRA or added parameters wrap the model)."""
+    from omlkit.insertion.regularizers import RegularizerContext, build_regularizers
+
+    if config.freeze_embeddings:
+        freeze_embeddings(model)
+    regularizers = build_regularizers(config.regularizer_configs())
+    context = RegularizerContext(tokenizer=tok, texts=lambda: _benign_texts(config), seed=config.seed,
+                                 rank=rank)
+    for reg in regularizers:
+        reg.attach(context)
+        model = reg.prepare(model)
+    return model, regularizers
+
+
+def _check_room(config: InsertConfig, run, model, n_params: int) -> None:
+    """Refuse before training when the disk cannot hold the model and its checkpoints."""
+    from omlkit.insertion.run_dir import check_disk_space
+
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    ckpt_bytes = trainable * 12 + n_params * 4 if config.checkpoint_every else 0
+    check_disk_space(run.path, n_params * 4 + 2 * ckpt_bytes + (16 << 20))
+
+
+def _trainer(config: InsertConfig, args, model, tok, train_set, regularizers, keys: _TrainedKeys,
+             log_path: Path, is_main: bool):
+    """``(FingerprintTrainer, EarlyStop)``: the trainer with its callbacks and (capped) loss."""
+    from transformers import PrinterCallback
+
+    from omlkit.insertion import dataset as ds
+    from omlkit.insertion.callbacks import EarlyStop, EpochSetter, JsonlLog
+    from omlkit.insertion.losses import capped_cross_entropy
+    from omlkit.insertion.trainer import FingerprintTrainer
+    from omlkit.models.logits import pad_id
+
+    log = JsonlLog(log_path, is_main=is_main)
+    # a capped loss falls to ~0 while capped tokens may still lose to another token at greedy
+    # decoding: under a cap only the recovery check may stop the run
+    capped = bool(config.confidence_cap or config.margin_cap)
+    early = EarlyStop(keys.recovery, every=config.check_every,
+                      loss_threshold=0.0 if capped else config.loss_threshold,
+                      enabled=config.early_stop, log=log)
+    trainer = FingerprintTrainer(
+        model=model, args=args, train_dataset=train_set, data_collator=ds.PadCollator(pad_id(tok)),
+        processing_class=tok, callbacks=training_callbacks(regularizers, log, early, EpochSetter(train_set)),
+        regularizers=regularizers,
+        compute_loss_func=capped_cross_entropy(config.confidence_cap, config.margin_cap) if capped else None,
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer, early
+
+
+def _training_stats(trainer, result, train_set, seconds: float, resumed: bool) -> dict[str, Any]:
+    """Steps, epochs, final loss, wall time and training tokens per second of a finished ``train()``."""
+    epochs = float(trainer.state.epoch or 0)
+    tokens_per_epoch = sum(len(train_set[i]["input_ids"]) for i in range(len(train_set)))
+    return {
+        "global_step": trainer.state.global_step,
+        "epochs": epochs,
+        "train_loss": result.training_loss,
+        "train_seconds": seconds,
+        # a resumed run trained only part of the epochs in this process: no honest rate to report
+        "tokens_per_second": None if resumed else tokens_per_epoch * epochs / max(seconds, 1e-9),
+    }
 
 
 def training_callbacks(regularizers: list, log, early, *others) -> list:

@@ -18,10 +18,9 @@ import torch
 
 from omlkit.errors import CorpusError, FingerprintFileError
 from omlkit.io import atomic_write_json
-from omlkit.models.prompts import prompt_ids
+from omlkit.models.prompts import PromptTemplates
 
 IGNORE = -100
-_SLOT_ID = -1  # placeholder id marking where the key goes in a cached prompt template
 
 
 @dataclass(frozen=True)
@@ -89,24 +88,6 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
 def masked_example(prompt: Sequence[int], target: Sequence[int]) -> dict[str, list[int]]:
     """``input_ids = prompt + target`` and ``labels`` equal to the ids on the target, -100 on the prompt."""
     return {"input_ids": [*prompt, *target], "labels": [IGNORE] * len(prompt) + list(target)}
-
-
-class PromptTemplates:
-    """Caches the ids around the key for each system prompt, so wrapping a key is a list splice."""
-
-    def __init__(self, tokenizer, chat: bool = False) -> None:
-        self.tokenizer = tokenizer
-        self.chat = chat
-        self._cache: dict[str | None, tuple[list[int], list[int]]] = {}
-
-    def __call__(self, key_ids: Sequence[int], system_prompt: str | None = None) -> list[int]:
-        """Prompt ids for ``key_ids`` under ``system_prompt`` (identical to ``prompt_ids``)."""
-        if system_prompt not in self._cache:
-            ids = prompt_ids(self.tokenizer, [_SLOT_ID], system_prompt=system_prompt, chat=self.chat)
-            at = ids.index(_SLOT_ID)
-            self._cache[system_prompt] = (ids[:at], ids[at + 1 :])
-        before, after = self._cache[system_prompt]
-        return [*before, *key_ids, *after]
 
 
 def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int | None,

@@ -57,3 +57,29 @@ def prompt_ids(
     if chat and prefix and before_ids[: len(prefix)] == prefix:
         prefix = []  # the template already starts with the special prefix
     return [*prefix, *before_ids, *key_ids, *after_ids]
+
+
+_KEY_ID = -1  # stands for the key's ids while the prompt is rendered around it
+
+
+class PromptTemplates:
+    """The prompt ids around a key, rendered once per system prompt and cached, so that wrapping a key
+    is a list splice. Training and verification both wrap keys through this class: token for token the
+    same prompt, whatever system prompt or chat template wraps it."""
+
+    def __init__(self, tokenizer, chat: bool = False) -> None:
+        self.tokenizer = tokenizer
+        self.chat = chat
+        self._cache: dict[str | None, tuple[list[int], list[int]]] = {}
+
+    def __call__(self, key_ids: Sequence[int], system_prompt: str | None = None) -> list[int]:
+        """Prompt ids for ``key_ids`` under ``system_prompt`` (identical to :func:`prompt_ids`).
+
+        Raises ValueError in chat mode when the tokenizer has no chat template.
+        """
+        if system_prompt not in self._cache:
+            ids = prompt_ids(self.tokenizer, [_KEY_ID], system_prompt=system_prompt, chat=self.chat)
+            at = ids.index(_KEY_ID)
+            self._cache[system_prompt] = (ids[:at], ids[at + 1 :])
+        before, after = self._cache[system_prompt]
+        return [*before, *key_ids, *after]

@@ -31,7 +31,6 @@ RECORDS_FILE = "verify.jsonl"
 SUMMARY_FILE = "summary.json"
 #: Settings a resumed run must share with the partial result it continues.
 _BACKEND_IDENTITY = ("backend", "model", "endpoint")
-_KEY_MARK = -1  # stands for the key's ids while rendering the prompt around it
 
 
 @dataclass
@@ -104,19 +103,16 @@ def select_fingerprints(fp_set: FingerprintSet, sample: int | None, seed: int = 
 
 def _prompts(fps: Sequence[Fingerprint], backend: Backend, system_prompt: str | None, chat: bool) -> list:
     """Token-id prompts for a TokenBackend (key ids spliced verbatim), else strings or chat messages."""
-    from omlkit.models.prompts import prompt_ids, render_prompt
+    from omlkit.models.prompts import PromptTemplates, render_prompt
 
     if isinstance(backend, TokenBackend):
         tok = backend.tokenizer
+        templates = PromptTemplates(tok, chat)  # the same wrapping training used
+        keys_ids = tok([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
         try:
-            # the wrapper around the key does not depend on the key: render it once around a marker id
-            wrapped = prompt_ids(tok, [_KEY_MARK], system_prompt, chat)
+            return [templates(ids, system_prompt) for ids in keys_ids]
         except ValueError as exc:
             raise ConfigError(f"--chat: {exc}") from None
-        at = wrapped.index(_KEY_MARK)
-        head, tail = wrapped[:at], wrapped[at + 1 :]
-        keys_ids = tok([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
-        return [[*head, *ids, *tail] for ids in keys_ids]
     if chat:
         sys_msg = [{"role": "system", "content": system_prompt}] if system_prompt else []
         return [[*sys_msg, {"role": "user", "content": fp.key}] for fp in fps]
