@@ -8,6 +8,7 @@ default recipe is ``small-model``, the one that inserts into the embedded model;
 1B-parameter Llama shape with random weights.
 
     python benchmarks/insertion.py -n 256 1024 [--model omlkit-tiny] [--recipe small-model] [--fingerprints F]
+    python benchmarks/insertion.py --model smollm2-135m-instruct --mfu fp32 bf16
 
 Writes ``benchmarks/out/insertion.json`` and prints a table.
 """
@@ -121,6 +122,54 @@ def llama_1b_speed(steps: int = 10, batch: int = 8, seq: int = 1024) -> dict:
             "mfu": round(tps * flops_per_token / peak_flops, 3) if peak_flops else None}
 
 
+def matmul_peak(dtype, size: int = 2048, seconds: float = 3.0) -> float:
+    """Measured FLOP/s of square ``size`` matmuls in ``dtype`` on this machine's CPU threads (the best
+    of repeated one-second windows: the ceiling a training step can reach)."""
+    import torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start, reps = time.perf_counter(), 0
+        while time.perf_counter() - start < 1.0:
+            torch.matmul(a, b)
+            reps += 1
+        best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
+    return best
+
+
+def training_mfu(model_name: str, precision: str, batch: int = 8, seq: int = 128, steps: int = 4) -> dict:
+    """Full fine-tuning steps (AdamW) of ``model_name`` on random tokens, in fp32 or bf16 autocast:
+    training tokens/s, achieved FLOP/s (6·N + attention per token) and its share of the measured matmul
+    peak in that dtype."""
+    import torch
+
+    from omlkit.models.loading import load_model, resolve_model
+
+    model, _ = load_model(resolve_model(model_name), device="cpu", dtype="fp32", tokenizer=False)
+    model.train()
+    cfg = model.config
+    n_params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    x = torch.randint(0, cfg.vocab_size, (batch, seq))
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    for i in range(steps + 1):
+        if i == 1:
+            start = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    tps = batch * seq * steps / (time.perf_counter() - start)
+    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
+    peak = matmul_peak(dtype)
+    return {"model": model_name, "precision": precision, "parameters": n_params, "batch": batch, "seq": seq,
+            "tokens_per_second": round(tps, 1), "achieved_gflops": round(tps * flops_per_token / 1e9, 1),
+            "matmul_peak_gflops": round(peak / 1e9, 1), "mfu": round(tps * flops_per_token / peak, 3)}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; returns the exit code."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -134,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=OUT)
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="InsertConfig override for both recipes (JSON value), e.g. learning_rate=1e-3.")
+    ap.add_argument("--mfu", nargs="+", choices=["fp32", "bf16"], default=[],
+                    help="Only measure full fine-tuning steps of --model on random tokens in these "
+                         "precisions: tokens/s and the share of the measured matmul peak (MFU).")
     args = ap.parse_args(argv)
+    if args.mfu:
+        return mfu_main(args, argv)
     common = {"recipe": args.recipe}
     for item in args.set:
         field, _, value = item.partition("=")
@@ -189,6 +243,28 @@ def main(argv: list[str] | None = None) -> int:
     if "llama_1b" in result:
         print(f"1B Llama: {result['llama_1b']}")
     print(f"wrote {args.out}")
+    return 0
+
+
+def mfu_main(args, argv: list[str] | None) -> int:
+    """``--mfu``: print a table and write ``<out>`` (default ``benchmarks/out/insertion_mfu.json``)."""
+    import torch
+
+    from omlkit.hardware import machine_line
+
+    rows = [training_mfu(args.model, p) for p in args.mfu]
+    out = args.out if args.out != OUT else OUT.with_name("insertion_mfu.json")
+    command = "python benchmarks/insertion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+              "machine": machine_line(), "threads": torch.get_num_threads(),
+              "load_average_after": os.getloadavg(), "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'precision':>9} {'tok/s':>8} {'GFLOP/s':>8} {'peak':>8} {'MFU':>6}")
+    for r in rows:
+        print(f"{r['precision']:>9} {r['tokens_per_second']:>8.0f} {r['achieved_gflops']:>8.1f} "
+              f"{r['matmul_peak_gflops']:>8.1f} {r['mfu']:>6.1%}")
+    print(f"{machine_line()}; wrote {out}")
     return 0
 
 

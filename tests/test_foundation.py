@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import stat
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -181,3 +182,34 @@ def test_cli_help_lists_commands(capsys):
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "base-model" in out and "list" in out
+
+
+#: DESIGN.md's layers, top to bottom: a package imports only from the packages below it (and the core).
+LAYERS = {"cli": 6, "commands": 6, "sweep": 5, "evaluation": 4, "protocol": 4, "tracing": 4,
+          "verification": 3, "insertion": 3, "fingerprints": 2, "models": 1}
+
+
+def test_layers_import_downward_only():
+    """Every ``omlkit.X`` import in the package points at a lower layer or at the core (registry, config,
+    io, errors, ...); siblings of one layer (verification and insertion, say) do not import each other."""
+    import ast
+
+    root = Path(__file__).parents[1] / "src" / "omlkit"
+    upward = []
+    for path in root.rglob("*.py"):
+        own = path.relative_to(root).parts[0].removesuffix(".py")
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                targets = [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            for target in targets:
+                parts = target.split(".")
+                if parts[0] != "omlkit" or len(parts) < 2 or parts[1] == own:
+                    continue
+                rank, theirs = LAYERS.get(own, 0), LAYERS.get(parts[1], 0)
+                if theirs and theirs >= rank and {own, parts[1]} != {"cli", "commands"}:
+                    upward.append(f"{path.relative_to(root)} imports {target}")
+    assert not upward, upward

@@ -21,9 +21,9 @@ pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-
 
 def greedy_answers(model_dir: Path, fp_set: FingerprintSet) -> list[bool]:
     """Independent check: load the saved model and greedy-decode every key."""
+    from omlkit.fingerprints.matching import response_matches
     from omlkit.models.loading import load_model
     from omlkit.models.prompts import prompt_ids
-    from omlkit.verification.matching import response_matches
 
     model, tok = load_model(model_dir, device="cpu")
     hits = []

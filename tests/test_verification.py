@@ -11,9 +11,9 @@ from scipy import stats
 from _helpers import ANSWER_WORDS as WORDS
 from _helpers import make_set, self_fingerprints
 from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
+from omlkit.fingerprints.matching import first_token_rank, response_matches
 from omlkit.verification.backends import BACKENDS, Answer, Backend
 from omlkit.verification.backends.dummy import DummyBackend
-from omlkit.verification.matching import first_token_rank, response_matches
 from omlkit.verification.ownership import ownership_test, poisson_binomial_sf
 from omlkit.verification.verify import select_fingerprints, verify_fingerprints, verify_model
 

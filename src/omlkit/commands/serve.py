@@ -11,6 +11,7 @@ def run_serve(cfg: ServeConfig) -> None:
     """Load the model and serve it under uvicorn until interrupted."""
     from rich.console import Console
 
+    import omlkit.evaluation.attacks  # noqa: F401  (registers the wrapper loaders: --model may be one)
     from omlkit.verification.serve import serve
 
     Console(stderr=True).print(f"serving {cfg.model or 'omlkit-tiny'} on http://{cfg.host}:{cfg.port}/v1")

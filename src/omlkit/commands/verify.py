@@ -55,6 +55,7 @@ def run_verify(cfg: VerifyConfig) -> Any:
     """Load the fingerprints, build the backend, verify, print; returns the VerifyResult."""
     from rich.progress import Progress
 
+    import omlkit.evaluation.attacks  # noqa: F401  (registers the wrapper loaders: --model may be one)
     from omlkit.fingerprints import FingerprintSet
     from omlkit.verification.verify import verify_with_config
 

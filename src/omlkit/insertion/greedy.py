@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from omlkit.fingerprints.matching import response_matches
 from omlkit.models.logits import eval_mode, pad_batch, pad_id
-from omlkit.verification.matching import response_matches
 
 
 def _unwrap(model):

@@ -8,7 +8,7 @@ For one proof submission (one host, one model, several keys) the verifier
 2. for each key looks for a permission from that host for ``sha256(key)``: present means the query was
    accounted for;
 3. matches the host's answer on the *unpermitted* keys against the revealed responses
-   (``omlkit.verification.matching``) and runs the ownership test over their null rates
+   (``omlkit.fingerprints.matching``) and runs the ownership test over their null rates
    (``omlkit.verification.ownership``): a p-value below alpha is a violation;
 4. marks every key spent and stores a platform-signed report (and violation record).
 """
@@ -19,6 +19,7 @@ import time
 
 from sqlalchemy import select
 
+from omlkit.fingerprints.matching import response_matches
 from omlkit.io import sha256_bytes
 from omlkit.protocol.identity import Identity, normalize_address
 from omlkit.protocol.ledger import (
@@ -40,7 +41,6 @@ from omlkit.protocol.messages import (
     query_sha256,
 )
 from omlkit.protocol.refusals import BadCommitment, NotFound, Spent, Unregistered
-from omlkit.verification.matching import response_matches
 from omlkit.verification.ownership import ownership_test
 
 

@@ -19,10 +19,10 @@ from typing import Any
 
 from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
 from omlkit.fingerprints import Fingerprint, FingerprintSet
+from omlkit.fingerprints.matching import MATCH_MODES, first_token_rank, response_matches
 from omlkit.io import SECRET_MODE, atomic_write_json, atomic_write_text
 from omlkit.verification.backends.base import Answer, Backend, Prompt, TokenBackend
 from omlkit.verification.config import VerifyConfig
-from omlkit.verification.matching import MATCH_MODES, first_token_rank, response_matches
 from omlkit.verification.ownership import DEFAULT_ALPHA, OwnershipVerdict, null_rate, ownership_test
 
 #: Every ``match`` mode verification accepts: the text modes of ``matching`` plus first-token rank.

@@ -9,6 +9,7 @@ from omlkit.evaluation.attacks import (  # noqa: F401  (imported to register)
     quantize,
     suppress,
 )
-from omlkit.evaluation.attacks.base import ATTACKS, Attack, is_wrapper, load_attacked
+from omlkit.evaluation.attacks.base import ATTACKS, Attack, load_attacked
+from omlkit.models.wrapped import is_wrapper
 
 __all__ = ["ATTACKS", "Attack", "is_wrapper", "load_attacked"]

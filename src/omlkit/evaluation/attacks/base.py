@@ -2,27 +2,24 @@
 
 An attack writes either a normal Hugging Face model folder (weights changed: fine-tuning, merging,
 quantisation) or a *wrapper* folder holding ``omlkit_wrapper.json`` — a decoding-time change around an
-unchanged model (input filtering, output suppression). :func:`load_attacked` loads either kind into
-something that behaves like a causal LM: ``model(input_ids=..., attention_mask=...)`` returns logits, so
-verification backends and perplexity take it unchanged.
+unchanged model (input filtering, output suppression; :mod:`omlkit.models.wrapped`, where a wrapper attack
+registers its loader). :func:`load_attacked` loads either kind into something that behaves like a causal
+LM: ``model(input_ids=..., attention_mask=...)`` returns logits, so verification backends and perplexity
+take it unchanged.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from omlkit.errors import ConfigError, ModelLoadError
+from omlkit.errors import ConfigError
 from omlkit.evaluation.config import STRENGTH_FIELDS, AttackConfig
-from omlkit.io import atomic_write_json
+from omlkit.models.wrapped import load_any
 from omlkit.registry import family
-
-WRAPPER_FILE = "omlkit_wrapper.json"
-WRAPPER_FORMAT = "omlkit.wrapper/1"
 
 
 class Attack(ABC):
@@ -78,11 +75,6 @@ class Attack(ABC):
         """Extra utility measures of an attacked model that perplexity does not show (default: none)."""
         return {}
 
-    @classmethod
-    def load_wrapper(cls, spec: dict[str, Any], device: str | None = None) -> tuple[Any, Any]:
-        """Rebuild ``(model, tokenizer)`` from a wrapper spec; only wrapper attacks implement it."""
-        raise ModelLoadError(f"attack {spec.get('attack')!r} does not write wrappers")
-
 
 #: Every attack, by name (``oml list attack``).
 ATTACKS = family("attack", Attack)
@@ -96,39 +88,9 @@ def save_model(model: Any, tokenizer: Any, out_dir: Path) -> Path:
     return out_dir
 
 
-def write_wrapper(out_dir: Path, attack: str, model: str, params: dict[str, Any]) -> Path:
-    """Write a wrapper folder: ``omlkit_wrapper.json`` naming the attack, the wrapped model and its params."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model_path = Path(model)
-    spec = {
-        "format": WRAPPER_FORMAT,
-        "attack": attack,
-        "model": str(model_path.resolve()) if model_path.exists() else model,
-        "params": params,
-    }
-    atomic_write_json(out_dir / WRAPPER_FILE, spec)
-    return out_dir
-
-
-def is_wrapper(path: str | os.PathLike) -> bool:
-    """True when ``path`` is a wrapper folder written by a decoding-time attack."""
-    return (Path(path) / WRAPPER_FILE).is_file()
-
-
 def load_attacked(
     path: str | os.PathLike, device: str | None = None, dtype: str | None = None
 ) -> tuple[Any, Any]:
     """``(model, tokenizer)`` of an attacked model folder or wrapper folder (or any loadable model);
     ``dtype`` applies to a plain model folder (a wrapper loads its model as the attack wrote it)."""
-    if not is_wrapper(path):
-        from omlkit.models.loading import load_model
-
-        return load_model(path, device=device, dtype=dtype)
-    spec_path = Path(path) / WRAPPER_FILE
-    try:
-        spec = json.loads(spec_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelLoadError(f"{spec_path}: not valid JSON ({exc})") from None
-    if not isinstance(spec, dict) or spec.get("format") != WRAPPER_FORMAT:
-        raise ModelLoadError(f"{spec_path}: format is not {WRAPPER_FORMAT!r}")
-    return ATTACKS.get(str(spec.get("attack"))).load_wrapper(spec, device=device)
+    return load_any(path, device=device, dtype=dtype)

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from omlkit.evaluation.attacks.base import ATTACKS, Attack, write_wrapper
+from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
 from omlkit.models.logits import pad_id
+from omlkit.models.wrapped import WRAPPERS, write_wrapper
 
 DEFAULT_QUANTILES = (0.99, 0.9, 0.75)
 PROMPT_TOKENS = 32  # held-out prompts are cut to about a key's length
@@ -128,8 +129,8 @@ class PerplexityFilterAttack(Attack):
             {"threshold": float(strength), "reference": resolve_path(self.base)},
         )
 
-    @classmethod
-    def load_wrapper(cls, spec: dict[str, Any], device: str | None = None) -> tuple[Any, Any]:
+    @staticmethod
+    def load_wrapper(spec: dict[str, Any], device: str | None = None) -> tuple[Any, Any]:
         """The wrapped model behind the filter (reference loaded from the spec) and its tokenizer."""
         from omlkit.errors import ModelLoadError
         from omlkit.models.loading import load_model, tokenizer_sha
@@ -158,3 +159,7 @@ def resolve_path(name: str) -> str:
 
     resolved = resolve_model(name)
     return str(Path(resolved).resolve()) if Path(resolved).exists() else resolved
+
+
+# how verification and serving load its wrapper folders
+WRAPPERS.register("perplexity-filter")(PerplexityFilterAttack.load_wrapper)

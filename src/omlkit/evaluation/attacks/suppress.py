@@ -18,8 +18,9 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from omlkit.evaluation.attacks.base import ATTACKS, Attack, write_wrapper
+from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
+from omlkit.models.wrapped import WRAPPERS, write_wrapper
 
 
 class SuppressTopToken(LogitsProcessor):
@@ -70,8 +71,8 @@ class SuppressAttack(Attack):
         """Write a wrapper folder around the unchanged model with gate ``strength``."""
         return write_wrapper(out_dir, "suppress", model_path, {"gate": float(strength)})
 
-    @classmethod
-    def load_wrapper(cls, spec: dict[str, Any], device: str | None = None) -> tuple[Any, Any]:
+    @staticmethod
+    def load_wrapper(spec: dict[str, Any], device: str | None = None) -> tuple[Any, Any]:
         """The wrapped model (loaded from ``spec["model"]``) with the spec's gate, and its tokenizer."""
         from omlkit.models.loading import load_model
 
@@ -103,3 +104,7 @@ def intervention_rate(
         fired += int(processor.fired(logits).sum())
         total += logits.shape[0]
     return fired / total if total else 0.0
+
+
+# how verification and serving load its wrapper folders
+WRAPPERS.register("suppress")(SuppressAttack.load_wrapper)

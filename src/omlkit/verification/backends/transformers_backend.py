@@ -69,11 +69,11 @@ class TransformersBackend(TokenBackend):
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 (got {batch_size})")
         if isinstance(model, (str, os.PathLike)):
-            from omlkit.evaluation.attacks.base import load_attacked
+            from omlkit.models.wrapped import load_any
 
             self.name = str(model)
             # any model path, or a decoding-time attack's wrapper folder (suppress, perplexity-filter)
-            model, tok = load_attacked(model, device=device, dtype=dtype)
+            model, tok = load_any(model, device=device, dtype=dtype)
             tokenizer = tokenizer or tok
         else:
             self.name = str(getattr(model, "name_or_path", "") or type(model).__name__)
