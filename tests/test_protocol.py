@@ -457,3 +457,45 @@ def test_cli_help(argv, capsys):
 
     assert main([*argv, "--help"]) == 0
     assert "Usage" in capsys.readouterr().out
+
+
+NESTED_BODY_SCRIPT = """
+import sys
+from fastapi.testclient import TestClient
+from omlkit.protocol.host_proxy import create_proxy_app
+from omlkit.protocol.identity import Identity
+from omlkit.protocol.config import ProxyConfig
+from omlkit.protocol.ledger import Ledger
+from omlkit.protocol.platform_app import create_app
+from omlkit.protocol.service import Platform
+
+body = b"[" * 100_000 + b"]" * 100_000  # 200 KB of nesting
+platform = Platform(Ledger(sys.argv[1]), Identity.new())
+with TestClient(create_app(platform, "admin-token-for-tests-0123456789")) as http:
+    print(http.post("/v1/proofs", content=body, headers={"content-type": "application/json"}).status_code)
+key = sys.argv[2]
+Identity.new().save(key)
+cfg = ProxyConfig(upstream="http://127.0.0.1:9", platform="http://127.0.0.1:9", key=key, model_id="m",
+                  log=sys.argv[3])
+proxy = create_proxy_app(cfg, Identity.load(key), platform_address=Identity.new().address)
+with TestClient(proxy) as http:
+    reply = http.post("/v1/completions", content=body, headers={"content-type": "application/json"})
+    print(reply.status_code)
+"""
+
+
+def test_deeply_nested_bodies_get_a_4xx_and_the_server_lives(tmp_path):
+    """eth_account's py_ecc raises the recursion limit to 100000; 100,000 nested arrays then overflowed the
+    C stack in json.loads and the platform and the proxy died with SIGSEGV. Run in a child process, so a
+    regression fails this test instead of killing the suite."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", NESTED_BODY_SCRIPT, str(tmp_path / "l.db"), str(tmp_path / "k.json"),
+         str(tmp_path / "p.jsonl")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    codes = [int(c) for c in proc.stdout.split()]
+    assert len(codes) == 2 and all(400 <= c < 500 for c in codes), codes

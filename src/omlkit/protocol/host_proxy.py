@@ -115,6 +115,8 @@ def create_proxy_app(config: ProxyConfig, identity: Identity, platform_address: 
             queries = queries_of(path, body)
         except (json.JSONDecodeError, UnicodeDecodeError):
             return _error(400, "request body: not valid JSON", "invalid_request_error")
+        except RecursionError:
+            return _error(400, "request body: JSON nested too deeply", "invalid_request_error")
         except ProtocolError as exc:
             return _error(400, str(exc), "invalid_request_error")
         try:

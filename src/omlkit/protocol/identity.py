@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
-from eth_account.messages import encode_defunct
-from eth_account.signers.local import LocalAccount
+_RECURSION_LIMIT = sys.getrecursionlimit()
 
-from omlkit.errors import ProtocolError
-from omlkit.io import SECRET_MODE, atomic_write_text, canonical_json
+from eth_account import Account  # noqa: E402
+from eth_account.messages import encode_defunct  # noqa: E402
+from eth_account.signers.local import LocalAccount  # noqa: E402
+
+from omlkit.errors import ProtocolError  # noqa: E402
+from omlkit.io import SECRET_MODE, atomic_write_text, canonical_json  # noqa: E402
+
+# eth_account imports py_ecc, which raises Python's recursion limit to 100000 for its own pairing code
+# (not used here). With it, json.loads of a deeply nested request body overflows the C stack and kills
+# the server with SIGSEGV before Python can raise RecursionError; back at the limit it had, the body is
+# a RecursionError that the web layer answers with a 4xx.
+sys.setrecursionlimit(_RECURSION_LIMIT)
 
 KEY_FORMAT = "omlkit.key/1"
 
