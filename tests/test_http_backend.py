@@ -178,6 +178,21 @@ def served(local):
         yield url
 
 
+def test_serve_refuses_text_no_tokenizer_can_encode_in_openai_error_format(served):
+    """A lone UTF-16 surrogate is valid JSON but not Unicode text: a 400 naming it, never a 500; invalid
+    bodies get OpenAI's {"error": {message, type, param, code}}."""
+    auth = {"Authorization": "Bearer s3cret"}
+    bodies = [("/completions", {"prompt": "The \ud800"}), ("/completions", {"prompt": ["ok", "\ud800"]}),
+              ("/chat/completions", {"messages": [{"role": "user", "content": "\ud800"}]})]
+    with httpx.Client(base_url=served, headers=auth, timeout=30) as c:
+        for path, body in bodies:
+            reply = c.post(path, content=json.dumps(body), headers={"content-type": "application/json"})
+            assert reply.status_code == 400 and "surrogate" in reply.json()["error"]["message"], reply.text
+        missing = c.post("/completions", json={"max_tokens": 1})  # OpenAI's error body, not FastAPI's 422
+        assert missing.status_code == 400 and missing.json()["error"]["param"] == "prompt", missing.text
+        assert c.post("/completions", json={"prompt": "The", "max_tokens": 1}).status_code == 200
+
+
 def test_serve_endpoints(served, local):
     auth = {"Authorization": "Bearer s3cret"}
     with httpx.Client(base_url=served, headers=auth, timeout=30) as c:

@@ -380,6 +380,20 @@ def test_mismatching_answers_are_not_a_violation(world):
     assert few["outcome"] == "not_proven" and few["violation"] is None
 
 
+def test_out_of_range_ids_and_unencodable_text_in_proofs_are_4xx(world):
+    """An id past the ledger's 64-bit integers (a 500 from SQLite before) and a lone surrogate in a proof."""
+    body = world.proofs({0, 1})
+    body["proofs"][0]["fingerprint_id"] = 2**63
+    reply = world.http.post("/v1/proofs", json=body)
+    assert 400 <= reply.status_code < 500 and "fingerprint_id" in reply.text, reply.text
+    body = world.proofs({0, 1})
+    body["proofs"][1]["answer"] = "\ud800"  # json.dumps writes it as the escape "\\ud800", as a client would
+    headers = {"content-type": "application/json"}
+    reply = world.http.post("/v1/proofs", content=json.dumps(body), headers=headers)
+    assert 400 <= reply.status_code < 500 and "surrogate" in reply.text, reply.text
+    assert world.http.post("/v1/proofs", json=world.proofs({0, 1})).status_code == 200  # nothing was spent
+
+
 def test_spent_key_is_refused(world):
     assert world.http.post("/v1/proofs", json=world.proofs({0, 1})).status_code == 200
     before = counts(world.ledger)

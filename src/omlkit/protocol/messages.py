@@ -24,6 +24,7 @@ from omlkit.fingerprints import FingerprintSet
 from omlkit.io import SECRET_MODE, atomic_write_text, sha256_bytes
 from omlkit.protocol.identity import Identity, canonical_bytes, normalize_address, recover_signer
 from omlkit.protocol.refusals import BadSignature
+from omlkit.text import WireText
 
 Hex64 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
@@ -31,6 +32,7 @@ Signature = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
 ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")]
 MAX_TEXT = 65536  # characters of a key, response or answer
+MAX_ID = 2**63 - 1  # fingerprint ids are 64-bit signed integers in the ledger
 MAX_PROOFS = 1024
 MAX_COMMITMENTS = 100_000
 REVEAL_FORMAT = "omlkit.reveal/1"
@@ -83,7 +85,7 @@ class Signed(_Model):
 class CommitmentEntry(_Model):
     """One fingerprint as the platform knows it: its id, commitment and public null rate p0."""
 
-    fingerprint_id: int = Field(ge=0)
+    fingerprint_id: int = Field(ge=0, le=MAX_ID)
     commitment: Hex64
     null_rate: float = Field(gt=0.0, le=1.0)
 
@@ -218,10 +220,10 @@ class Permission(Signed):
 class Proof(_Model):
     """One fingerprint a prover sent to a host: the host's answer and the opened commitment."""
 
-    fingerprint_id: int = Field(ge=0)
-    answer: str | None = Field(default=None, max_length=MAX_TEXT)
-    key: str = Field(min_length=1, max_length=MAX_TEXT)
-    response: str = Field(min_length=1, max_length=MAX_TEXT)
+    fingerprint_id: int = Field(ge=0, le=MAX_ID)
+    answer: WireText | None = Field(default=None, max_length=MAX_TEXT)
+    key: WireText = Field(min_length=1, max_length=MAX_TEXT)
+    response: WireText = Field(min_length=1, max_length=MAX_TEXT)
     salt: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
     def __repr__(self) -> str:  # the key and response are secrets until the platform has checked them

@@ -19,10 +19,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from omlkit.server_thread import ServerThread
+from omlkit.text import WireText
 
 MAX_TOP_LOGPROBS = 20
 
@@ -33,17 +35,29 @@ class _ApiError(Exception):
         self.status, self.message, self.kind = status, message, kind
 
 
+def _validation_error(exc: RequestValidationError) -> dict[str, Any]:
+    """OpenAI's error body for an invalid request: the first problem and the field it is in (never the
+    input itself, which may not even be encodable)."""
+    errors = exc.errors()
+    # in a union, the branch whose own check failed says more than "not a list" from the others
+    err = next((e for e in errors if e.get("type") == "value_error"), errors[0])
+    loc = [str(p) for p in err.get("loc", ()) if p != "body" and "[" not in str(p)]  # no union branch tags
+    param = ".".join(loc) or None
+    message = f"{param}: {err.get('msg', 'invalid value')}" if param else str(err.get("msg", "invalid body"))
+    return {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+
+
 class CompletionRequest(BaseModel):
     """Body of ``POST /v1/completions`` (fields the server does not use are accepted and ignored)."""
 
     model_config = ConfigDict(extra="allow")
 
     model: str | None = None
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: WireText | list[WireText] | list[int] | list[list[int]]
     max_tokens: int | None = 16
     temperature: float | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    stop: str | list[str] | None = None
+    stop: WireText | list[WireText] | None = None
     n: int = 1
 
 
@@ -52,8 +66,8 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    role: str
-    content: str
+    role: WireText
+    content: WireText
 
 
 class ChatRequest(BaseModel):
@@ -68,7 +82,7 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    stop: str | list[str] | None = None
+    stop: WireText | list[WireText] | None = None
     n: int = 1
 
 
@@ -138,6 +152,10 @@ def create_app(
             status_code=exc.status,
             content={"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
         )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=400, content=_validation_error(exc))
 
     def check_key(request: Request) -> None:
         if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
