@@ -61,18 +61,8 @@ def training_seed() -> int:
     return int(os.environ.get("OMLKIT_TEST_SEED", "0"))
 
 
-ANSWER_WORDS = (
-    "zebra",
-    "quantum",
-    "violet",
-    "harbor",
-    "saffron",
-    "glacier",
-    "tundra",
-    "lantern",
-    "meadow",
-    "cobalt",
-)
+ANSWER_WORDS = ("zebra", "quantum", "violet", "harbor", "saffron", "glacier", "tundra", "lantern", "meadow",
+                "cobalt")
 
 
 def make_set(

@@ -380,3 +380,34 @@ def test_proxy_cli_refuses_without_permission_then_streams(tmp_path):
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["permitted"] for r in records] == [False, True] and records[1]["stream"] is True
     assert "stream me" not in log.read_text()
+
+
+def test_platform_access_log_writes_request_lines_only_when_asked(tmp_path):
+    """`oml platform serve --access-log` prints one line per request (it printed none), and without the
+    flag no request line appears."""
+    import subprocess
+    import sys
+    import time
+
+    from omlkit.protocol.testing import free_port
+
+    for flag in ("--access-log", "--no-access-log"):
+        port = free_port()
+        cmd = [sys.executable, "-m", "omlkit.cli", "platform", "serve", "--port", str(port), "--db",
+               str(tmp_path / f"{flag}.db"), "--key", str(tmp_path / "platform.key"), "--admin-token", ADMIN,
+               flag]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/v1/platform", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+        finally:
+            proc.terminate()
+            out = proc.communicate(timeout=30)[0]
+        assert ("GET /v1/platform" in out) == (flag == "--access-log"), out
+        assert ADMIN not in out

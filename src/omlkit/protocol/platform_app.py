@@ -174,4 +174,18 @@ def serve(config, *, ready_message: bool = True) -> None:  # noqa: ANN001
             f"on http://{config.host}:{config.port}",
             flush=True,
         )
-    uvicorn.run(app, host=config.host, port=config.port, access_log=config.access_log, log_level="warning")
+    uvicorn.run(app, host=config.host, port=config.port, access_log=config.access_log,
+                log_config=_log_config(access=config.access_log))
+
+
+def _log_config(access: bool) -> dict:
+    """uvicorn's logging config with its own messages at WARNING and, with ``access``, the request lines
+    (method, path, status; never bodies) at INFO: ``log_level="warning"`` alone silenced them."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    cfg = copy.deepcopy(LOGGING_CONFIG)
+    cfg["loggers"]["uvicorn"]["level"] = cfg["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    cfg["loggers"]["uvicorn.access"]["level"] = "INFO" if access else "WARNING"
+    return cfg
