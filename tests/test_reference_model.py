@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from _helpers import training_seed
 from omlkit.cli import main
 from omlkit.errors import ModelLoadError
 from omlkit.models.reference import REFERENCE_MODEL, REFERENCE_MODELS, ensure_reference_model, is_reference
@@ -103,12 +104,14 @@ def test_real_model_end_to_end(smollm2, tmp_path):
     from omlkit.verification.verify import verify_model
 
     threads = torch.get_num_threads()
-    torch.set_num_threads(2)  # a 135 M-parameter model: the second core nearly halves the test
+    # a 135 M-parameter model: the second core nearly halves the test (the thread sweep sets its own)
+    torch.set_num_threads(int(os.environ.get("OMLKIT_TEST_THREADS", "2")))
     try:
         fps = tmp_path / "fp.json"
         run_generate(GenerateConfig(n=16, seed=3, target_model=str(smollm2), out=fps))
         cfg = InsertConfig(model=str(smollm2), fingerprints=fps, out_dir=tmp_path / "r", checkpoint_every=0,
-                           batch_size=4, kl_batch_size=4, precision="bf16" if cpu_has_fast_bf16() else "fp32")
+                           batch_size=4, kl_batch_size=4, precision="bf16" if cpu_has_fast_bf16() else "fp32",
+                           seed=training_seed())
         run = insert_fingerprints(cfg, progress=False)
         mine = verify_model(run / "model", fps)
         base = verify_model(smollm2, fps)
