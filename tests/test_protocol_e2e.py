@@ -278,7 +278,6 @@ def test_proxy_cli_refuses_without_permission_then_streams(tmp_path):
     reached; once registered, a streamed completion passes through and is accounted for."""
     import subprocess
     import sys
-    import time
 
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
@@ -330,14 +329,7 @@ def test_proxy_cli_refuses_without_permission_then_streams(tmp_path):
         )
         try:
             url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                try:
-                    if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_until_up(proc, f"{url}/health")
             resp = httpx.post(f"{url}/v1/completions", json={"prompt": "hi", "max_tokens": 1}, timeout=30)
             assert resp.status_code == 503 and "not registered" in resp.json()["error"]["message"]
             bad = httpx.post(f"{url}/v1/completions", json={"max_tokens": 1}, timeout=30)
@@ -382,12 +374,24 @@ def test_proxy_cli_refuses_without_permission_then_streams(tmp_path):
     assert "stream me" not in log.read_text()
 
 
+def wait_until_up(proc, url: str, timeout: float = 60.0) -> None:
+    """Poll ``url`` until it answers 200; fails with the server's output if it exits or times out."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+
 def test_platform_access_log_writes_request_lines_only_when_asked(tmp_path):
     """`oml platform serve --access-log` prints one line per request (it printed none), and without the
     flag no request line appears."""
     import subprocess
     import sys
-    import time
 
     from omlkit.protocol.testing import free_port
 
@@ -398,14 +402,7 @@ def test_platform_access_log_writes_request_lines_only_when_asked(tmp_path):
                flag]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/v1/platform", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            wait_until_up(proc, f"http://127.0.0.1:{port}/v1/platform")
         finally:
             proc.terminate()
             out = proc.communicate(timeout=30)[0]
