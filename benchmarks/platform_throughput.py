@@ -34,7 +34,8 @@ from omlkit.protocol.client import PlatformClient
 from omlkit.protocol.identity import Identity, verify_signature
 from omlkit.protocol.ledger import Ledger, PermissionRow
 from omlkit.protocol.messages import PermissionRequest, RegisterHost, RegisterModel
-from omlkit.protocol.testing import free_port, reset_postgres
+from omlkit.protocol.testing import reset_postgres
+from omlkit.server_thread import free_port
 
 ADMIN = "benchmark-admin-token-0123456789"
 MODEL = "bench-model"

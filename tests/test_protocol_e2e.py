@@ -23,7 +23,8 @@ from omlkit.protocol.ledger import Ledger
 from omlkit.protocol.messages import check_violation_record, query_sha256
 from omlkit.protocol.platform_app import create_app
 from omlkit.protocol.service import Platform
-from omlkit.protocol.testing import ServerThread, reset_postgres
+from omlkit.protocol.testing import reset_postgres
+from omlkit.server_thread import ServerThread
 
 PG_URL = os.environ.get("OMLKIT_TEST_PG_URL")
 ADMIN = "e2e-admin-token-0123456789abcdef"
@@ -282,7 +283,7 @@ def test_proxy_cli_refuses_without_permission_then_streams(tmp_path):
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
 
-    from omlkit.protocol.testing import free_port
+    from omlkit.server_thread import free_port
 
     hits = []
     upstream_app = FastAPI()
@@ -393,7 +394,7 @@ def test_platform_access_log_writes_request_lines_only_when_asked(tmp_path):
     import subprocess
     import sys
 
-    from omlkit.protocol.testing import free_port
+    from omlkit.server_thread import free_port
 
     for flag in ("--access-log", "--no-access-log"):
         port = free_port()

@@ -42,7 +42,7 @@ from omlkit.models.loading import (
     resolve_model,
     tokenizer_sha,
 )
-from omlkit.models.logits import pad_id
+from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.prompts import prompt_ids, special_prefix_ids
 
 #: Response attempts for one key before a drawn key is dropped (custom keys: before giving up).
@@ -86,12 +86,7 @@ def score_responses(
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
         seqs = [([*prefix, *k], list(r)) for k, r in batch]
-        width = max(len(p) + len(r) for p, r in seqs)
-        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, (p, r) in enumerate(seqs):
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r, dtype=torch.long)
-            mask[i, : len(p) + len(r)] = 1
+        ids, mask = pad_batch([p + r for p, r in seqs], pad, left=False)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logp = torch.log_softmax(logits, dim=-1).cpu()
         for i, (p, r) in enumerate(seqs):

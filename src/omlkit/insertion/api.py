@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -197,13 +198,17 @@ class _TrainedKeys:
             fps = ds.with_boundaries(model, tok, fps, templates)
         return cls(fps, templates, system_prompts, tok)
 
+    @cached_property
+    def _checked(self) -> tuple[list[list[int]], list[str], list[int]]:
+        """The recovery check's bare prompts, responses and response lengths (built once per run)."""
+        return ([self.templates(fp.key_ids) for fp in self.fps], [fp.response for fp in self.fps],
+                [len(fp.response_ids) for fp in self.fps])
+
     def hits(self, model) -> list[bool]:
         """Per fingerprint: does greedy decoding of its bare prompt give the response?"""
         from omlkit.insertion.greedy import recovered
 
-        prompts = [self.templates(fp.key_ids) for fp in self.fps]
-        return recovered(model, self.tokenizer, prompts, [fp.response for fp in self.fps],
-                         [len(fp.response_ids) for fp in self.fps])
+        return recovered(model, self.tokenizer, *self._checked)
 
     def recovery(self, model) -> float:
         """The recovered fraction."""

@@ -1,12 +1,8 @@
-"""Helpers for protocol tests and benchmarks: a throw-away reset of a PostgreSQL test database, and
-(re-exported) the uvicorn server thread on a free loopback port.
+"""Helpers for protocol tests and benchmarks: a throw-away reset of a PostgreSQL test database (servers
+in a thread on a free port: :mod:`omlkit.server_thread`).
 """
 
 from __future__ import annotations
-
-from omlkit.server_thread import ServerThread, free_port
-
-__all__ = ["ServerThread", "free_port", "reset_postgres"]
 
 
 def reset_postgres(url: str) -> None:

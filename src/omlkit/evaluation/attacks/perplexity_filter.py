@@ -19,7 +19,7 @@ import torch
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
-from omlkit.models.logits import pad_id
+from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
 
 DEFAULT_QUANTILES = (0.99, 0.9, 0.75)
@@ -60,9 +60,7 @@ def text_perplexities(
             tokenizer(t, truncation=True, max_length=max_tokens)["input_ids"]
             for t in texts[start : start + batch_size]
         ]
-        width = max(len(e) for e in enc)
-        ids = torch.tensor([e + [pad] * (width - len(e)) for e in enc], dtype=torch.long)
-        mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in enc], dtype=torch.long)
+        ids, mask = pad_batch(enc, pad, left=False)
         out.extend(float(p) for p in prompt_perplexities(reference, ids, mask))
     return out
 

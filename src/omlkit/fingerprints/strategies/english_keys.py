@@ -22,7 +22,7 @@ from omlkit.fingerprints.strategies.base import (
     normalize_text,
 )
 from omlkit.models.loading import context_length, tokenizer_sha
-from omlkit.models.logits import pad_id
+from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.prompts import has_chat_template, prompt_ids
 
 INSTRUCTION = "Generate a sentence starting with the word {word}"
@@ -93,12 +93,7 @@ def sample_continuations(
 
     device = next(model.parameters()).device
     pad = pad_id(tokenizer)
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-        mask[i, width - len(p) :] = 1
+    ids, mask = pad_batch(prompts, pad, left=True)
     processors = LogitsProcessorList([TemperatureSampler(temperature, seed)] if temperature else [])
     out = model.generate(
         input_ids=ids.to(device),
@@ -109,7 +104,7 @@ def sample_continuations(
         do_sample=False,
         logits_processor=processors,
     )
-    return [row[width:].tolist() for row in out.cpu()]
+    return [row[ids.shape[1] :].tolist() for row in out.cpu()]
 
 
 def generate_sentences(
