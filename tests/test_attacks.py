@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from omlkit.errors import ConfigError, ModelLoadError, RunDirError
-from omlkit.evaluation.attacks import ATTACKS, is_wrapper, load_attacked
-from omlkit.evaluation.config import AttackConfig
+from omlkit.evaluation.attacks import ATTACKS, AttackConfig, is_wrapper, load_attacked
 
 pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-sweep`
 

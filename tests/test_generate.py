@@ -198,7 +198,7 @@ def test_config_refuses_bad_values(micro_model, overrides, match):
         ({"key_strategy": "custom", "n": 5}, "one key\ntwo keys\n", "holds only 2 keys"),
         ({"key_strategy": "custom"}, None, "--keys-file is required"),
         ({"key_strategy": "custom"}, "short key\n" + "word " * 400 + "\n", "line 2 is .* exceeds the target"),
-        ({"key_strategy": "random-words"}, "one key\n", "only read by --key-strategy custom"),
+        ({"key_strategy": "random-words"}, "one key\n", "--keys-file does not apply to strategies"),
         ({"key_strategy": "nope"}, None, "unknown key-strategy"),
     ],
 )

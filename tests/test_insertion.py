@@ -103,7 +103,8 @@ def test_kl_to_base_keeps_utility_closer_to_the_base(micro_model, micro_tok, tmp
 
 
 def test_fields_added_later_leave_run_ids_alone_at_their_default(tmp_path):
-    from omlkit.insertion.config import InsertConfig, KLToBaseConfig
+    from omlkit.insertion.config import InsertConfig
+    from omlkit.insertion.regularizers.kl_to_base import KLToBaseConfig
 
     fp = tmp_path / "fp.json"
     def run_hash(**kw) -> str:
@@ -280,9 +281,9 @@ def test_bad_config_values_are_one_line_errors():
     assert [c.kind for c in cfg.regularizer_configs()] == ["model_averaging", "dummy"]
     # the default recipe trains LoRA adapters; asking for added parameters instead replaces them
     default = InsertConfig(fingerprints="f.json")
-    assert [c.kind for c in default.regularizer_configs()] == ["lora", "kl_to_base"]
+    assert [c.kind for c in default.regularizer_configs()] == ["kl_to_base", "lora"]  # in build order
     widened = InsertConfig(fingerprints="f.json", added_params=8)
-    assert [c.kind for c in widened.regularizer_configs()] == ["added_params", "kl_to_base"]
+    assert [c.kind for c in widened.regularizer_configs()] == ["kl_to_base", "added_params"]
 
 
 def test_recipe_fills_only_the_fields_not_given(tmp_path):

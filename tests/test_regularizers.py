@@ -19,10 +19,15 @@ from omlkit.insertion.dataset import (
     text_examples,
 )
 from omlkit.insertion.regularizers import REGULARIZERS, RegularizerContext, build_regularizers
-from omlkit.insertion.regularizers.added_params import AddedParams
-from omlkit.insertion.regularizers.kl_to_base import KLToBase, kl_to_reference
+from omlkit.insertion.regularizers.added_params import AddedParams, AddedParamsConfig
+from omlkit.insertion.regularizers.kl_to_base import KLToBase, KLToBaseConfig, kl_to_reference
 from omlkit.insertion.regularizers.l2_to_base import l2_distance
-from omlkit.insertion.regularizers.model_averaging import AveragingCallback, lerp_to_base
+from omlkit.insertion.regularizers.lora import LoraConfig
+from omlkit.insertion.regularizers.model_averaging import (
+    AveragingCallback,
+    ModelAveragingConfig,
+    lerp_to_base,
+)
 from omlkit.models.prompts import PromptTemplates
 
 BOS, EOS, PAD = 1, 2, 0
@@ -175,14 +180,14 @@ def test_registry_and_config_union_name_the_same_kinds():
     kinds = {m.model_fields["kind"].default for m in _union_members()}
     assert kinds == set(REGULARIZERS.names())
     for name, cls in REGULARIZERS.items():
-        assert cls.config_cls.model_fields["kind"].default == name
+        assert cls.options_cls.model_fields["kind"].default == name
 
 
 @pytest.mark.parametrize("name", REGULARIZERS.names())
 def test_regularizer_trains_and_saves(name, tmp_path):
     from transformers import LlamaForCausalLM
 
-    cfg = REGULARIZERS.get(name).config_cls()
+    cfg = REGULARIZERS.get(name).options_cls()
     (reg,) = build_regularizers([cfg])
     reg.attach(corpus_context())
     model = reg.prepare(tiny_llama())
@@ -214,18 +219,18 @@ def test_added_params_start_as_the_base_model_and_train_only_new_weights():
     base = tiny_llama()
     x = torch.randint(3, 64, (2, 6))
     ref = base(input_ids=x).logits.detach()
-    model = AddedParams(icfg.AddedParamsConfig(width=8)).prepare(base)
+    model = AddedParams(AddedParamsConfig(width=8)).prepare(base)
     torch.testing.assert_close(model(input_ids=x).logits.detach(), ref)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     assert names and all(n.endswith(("extra", "extra_bias")) for n in names)
-    final = AddedParams(icfg.AddedParamsConfig(width=8)).finalize(model)
+    final = AddedParams(AddedParamsConfig(width=8)).finalize(model)
     assert final.config.intermediate_size == 32
     assert final.model.layers[0].mlp.gate_proj.weight.shape == (32, 16)
 
 
 def test_model_averaging_snapshot_is_taken_at_prepare():
     model = tiny_llama()
-    reg = build_regularizers([icfg.ModelAveragingConfig(strength=1.0)])[0]
+    reg = build_regularizers([ModelAveragingConfig(strength=1.0)])[0]
     model = reg.prepare(model)
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     with torch.no_grad():
@@ -245,7 +250,7 @@ def test_epoch_end_averaging_runs_before_the_early_stop_check():
     from omlkit.insertion.callbacks import EarlyStop
 
     model = tiny_llama()
-    reg = build_regularizers([icfg.ModelAveragingConfig(strength=1.0, interval="epoch")])[0]
+    reg = build_regularizers([ModelAveragingConfig(strength=1.0, interval="epoch")])[0]
     model = reg.prepare(model)
     base = next(model.parameters()).detach().clone()
     with torch.no_grad():
@@ -263,7 +268,7 @@ def test_epoch_end_averaging_runs_before_the_early_stop_check():
 
 def test_kl_to_base_is_zero_at_the_base_and_pulls_a_moved_model_back():
     model = tiny_llama()
-    reg = KLToBase(icfg.KLToBaseConfig(strength=2.0, batch_size=3, length=8))
+    reg = KLToBase(KLToBaseConfig(strength=2.0, batch_size=3, length=8))
     reg.attach(corpus_context())
     model = reg.prepare(model)
     assert float(reg.loss_term(model).detach()) == pytest.approx(0.0, abs=1e-6)
@@ -284,7 +289,7 @@ def test_kl_on_prompts_covers_only_positions_that_predict_a_prompt_token():
     from omlkit.insertion.regularizers import TrainBatch
 
     model = tiny_llama()
-    reg = KLToBase(icfg.KLToBaseConfig(strength=1.0, batch_size=2, length=8, on_prompts=True))
+    reg = KLToBase(KLToBaseConfig(strength=1.0, batch_size=2, length=8, on_prompts=True))
     reg.attach(corpus_context())
     model = reg.prepare(model)
     ids = torch.randint(3, 50, (2, 7))
@@ -314,7 +319,7 @@ def test_kl_on_prompts_covers_only_positions_that_predict_a_prompt_token():
 
 def test_kl_to_base_windows_depend_on_step_and_rank_only():
     def draws(rank: int, step: int) -> torch.Tensor:
-        reg = KLToBase(icfg.KLToBaseConfig(batch_size=4, length=8))
+        reg = KLToBase(KLToBaseConfig(batch_size=4, length=8))
         reg.attach(corpus_context(seed=3, rank=rank))
         reg.prepare(tiny_llama())
         reg.step = step
@@ -331,7 +336,7 @@ def test_kl_every_n_steps_applies_n_times_the_strength_on_every_nth_step_only():
     with torch.no_grad():
         model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight))
     every, plain = (
-        KLToBase(icfg.KLToBaseConfig(strength=2.0, batch_size=2, length=8, every=n)) for n in (3, 1)
+        KLToBase(KLToBaseConfig(strength=2.0, batch_size=2, length=8, every=n)) for n in (3, 1)
     )
     for reg in (every, plain):
         reg.attach(corpus_context())
@@ -356,14 +361,14 @@ def test_kl_to_reference_matches_the_definition():
 def test_kl_to_base_refuses_a_corpus_shorter_than_a_window():
     from omlkit.errors import CorpusError
 
-    reg = KLToBase(icfg.KLToBaseConfig(length=64))
+    reg = KLToBase(KLToBaseConfig(length=64))
     reg.attach(RegularizerContext(tokenizer=SmallVocabTokenizer(), texts=lambda: ["too short"]))
     with pytest.raises(CorpusError, match="fewer than one window"):
         reg.prepare(tiny_llama())
 
 
 def test_structural_regularizers_prepare_first():
-    regs = build_regularizers([icfg.ModelAveragingConfig(), icfg.LoraConfig()])
+    regs = build_regularizers([ModelAveragingConfig(), LoraConfig()])
     assert [r.name for r in regs] == ["lora", "model_averaging"]
 
 

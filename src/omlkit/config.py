@@ -117,6 +117,8 @@ def _cli_type(annotation: Any) -> tuple[Any, bool]:
         return type(typing.get_args(annotation)[0]), True
     if origin in (list, tuple):
         inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
+        if typing.get_origin(inner) is typing.Annotated:  # list[Annotated[int, Field(ge=0)]]
+            inner = typing.get_args(inner)[0]
         if inner in (str, int, float):
             return list[inner], True
         return None, False

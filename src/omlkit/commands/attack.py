@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import typer
+
 from omlkit.commands._app import app
 from omlkit.config import config_command
-from omlkit.evaluation.config import AttackConfig
 
 
-def _attack(cfg: AttackConfig) -> None:
+def _attack(cfg: Any) -> None:
     from omlkit.commands.evaluate import say
     from omlkit.evaluation.persistence import markdown_table, run_attack
 
@@ -16,4 +19,11 @@ def _attack(cfg: AttackConfig) -> None:
     print(f"wrote {path}")
 
 
-config_command(app, "attack", AttackConfig, _attack, arguments=("kind",))
+def add_attack_command(target: typer.Typer) -> None:
+    """Register ``attack`` on ``target`` with a flag for every option of every attack registered now."""
+    from omlkit.evaluation.attacks import attack_config
+
+    config_command(target, "attack", attack_config(), _attack, arguments=("kind",))
+
+
+add_attack_command(app)

@@ -8,16 +8,10 @@ from omlkit.commands._app import app
 
 
 def load_families() -> None:
-    """Import every family package so their implementations register themselves."""
-    import importlib
-
-    for pkg in ("omlkit.fingerprints.strategies", "omlkit.insertion.regularizers", "omlkit.sweep.stages",
-                "omlkit.verification.backends", "omlkit.evaluation.attacks"):
-        try:
-            importlib.import_module(pkg)
-        except ModuleNotFoundError as exc:
-            if exc.name != pkg:  # a family that exists but is broken must not be hidden
-                raise
+    """Fill every family registry. The command configs import the families whose options they derive
+    (strategies, regularizers, backends, attacks); the sweep stages are the one family only ``oml sweep``
+    loads."""
+    import omlkit.sweep.stages  # noqa: F401
 
 
 @app.command("list")

@@ -8,11 +8,11 @@ land in it).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, model_validator
 
 from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
+from omlkit.fingerprints.matching import MatchMode
 
 #: The tinyBenchmarks tasks of lm-eval that ``oml evaluate utility`` runs by default.
 TINY_TASKS: tuple[str, ...] = (
@@ -23,10 +23,6 @@ TINY_TASKS: tuple[str, ...] = (
     "tinyTruthfulQA",
     "tinyGSM8k",
 )
-
-
-#: The :class:`AttackConfig` fields that hold strengths; each attack names the one it reads.
-STRENGTH_FIELDS: tuple[str, ...] = ("steps", "lambdas", "bits", "thresholds", "gates")
 
 
 class UtilityConfig(OmlConfig):
@@ -72,7 +68,7 @@ class RobustnessConfig(OmlConfig):
     chat: bool = Field(
         False, description="Wrap prompts in the chat template (system prompt as a system message)."
     )
-    match: Literal["exact", "prefix"] = Field("exact", description="How an answer must match the response.")
+    match: MatchMode = Field("exact", description="How an answer must match the response.")
     batch_size: int = Field(64, ge=1, description="Keys per decoding batch.")
     device: str | None = Field(None, description="Device (default: CUDA when available, else CPU).")
     out: Path | None = Field(
@@ -89,8 +85,12 @@ class RobustnessConfig(OmlConfig):
         return self
 
 
-class AttackConfig(OmlConfig):
-    """Attack a fingerprinted model at increasing strengths; each strength re-runs verify and utility."""
+class AttackCommon(OmlConfig):
+    """Attack a fingerprinted model at increasing strengths; each strength re-runs verify and utility.
+
+    The fields every attack shares. Each attack declares its own options (strengths, learning rate, ...)
+    in its file; ``omlkit.evaluation.attacks.config.AttackConfig`` adds them all as flags.
+    """
 
     kind: str = Field(
         ...,
@@ -107,51 +107,14 @@ class AttackConfig(OmlConfig):
         None,
         description="Folder for attacked models and attack.json (default: RUN/attacks/KIND of a run dir).",
     )
-    steps: list[int] = Field(default_factory=list, description="Strengths of finetune/lora: optimizer steps.")
-    lambdas: list[float] = Field(
-        default_factory=list, description="Strengths of merge: weight of the base in [0, 1]."
-    )
-    bits: list[int] = Field(
-        default_factory=list, description="Strengths of quantize: bits per weight (8 = int8)."
-    )
-    thresholds: list[float] = Field(
-        default_factory=list,
-        description="Strengths of perplexity-filter: maximum "
-        "prompt perplexity (default: quantiles of held-out English).",
-    )
-    gates: list[float] = Field(
-        default_factory=list,
-        description="Strengths of suppress: top-token probability above which it is masked.",
-    )
-    data: Path | None = Field(
-        None, description="Benign text file/folder for finetune/lora (default: corpus train)."
-    )
-    lr: float | None = Field(None, gt=0, description="Learning rate of finetune/lora (default per attack).")
-    train_batch_size: int = Field(8, ge=1, description="Sequences per finetune/lora step.")
-    seq_len: int = Field(128, ge=8, description="Tokens per finetune/lora training sequence.")
-    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
     seed: int = Field(0, description="Seed of the attack's data order and initialisation.")
     chat: bool = Field(False, description="Verify through the chat template.")
-    match: Literal["exact", "prefix"] = Field("exact", description="How an answer must match the response.")
+    match: MatchMode = Field("exact", description="How an answer must match the response.")
     heldout_texts: int | None = Field(
         128, ge=1, description="Held-out paragraphs for the utility perplexity."
     )
     device: str | None = Field(None, description="Device (default: CUDA when available, else CPU).")
     force: bool = Field(False, description="Overwrite an existing attack output folder.")
-
-    @model_validator(mode="after")
-    def _ranges(self) -> AttackConfig:
-        for name, values, lo, hi in (("lambdas", self.lambdas, 0.0, 1.0), ("gates", self.gates, 0.0, 1.0)):
-            bad = [v for v in values if not lo <= v <= hi]
-            if bad:
-                raise ValueError(f"{name} must lie in [{lo}, {hi}] (got {bad[0]})")
-        if any(s < 0 for s in self.steps):
-            raise ValueError("steps must be >= 0")
-        if any(not 2 <= b <= 16 for b in self.bits):
-            raise ValueError("bits must lie in [2, 16]")
-        if any(t <= 1.0 for t in self.thresholds):
-            raise ValueError("thresholds are perplexities and must be > 1")
-        return self
 
 
 class ReportConfig(OmlConfig):

@@ -11,10 +11,9 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omlkit.errors import ConfigError, RunDirError
-from omlkit.evaluation.config import AttackConfig
 from omlkit.evaluation.results import (
     ATTACK_FORMAT,
     now,
@@ -24,6 +23,9 @@ from omlkit.evaluation.results import (
     write_result,
 )
 from omlkit.fingerprints import FingerprintSet
+
+if TYPE_CHECKING:
+    from omlkit.evaluation.attacks import AttackConfig
 
 
 def matched_ids(records: Iterable[dict[str, Any]]) -> set[int]:
@@ -64,12 +66,12 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     attack_cls = ATTACKS.get(cfg.kind)
     ref = resolve_model_ref(cfg.model)
     base = resolve_base(cfg.base, ref)
+    attack = attack_cls(cfg, base=base)  # refuses options of another attack before anything runs
     out = output_dir(cfg.out, ref, "attacks", cfg.kind)
     path = out / "attack.json"
     if out.exists() and any(out.iterdir()) and not cfg.force:
         raise RunDirError(f"{out} already holds an attack (pass --force to overwrite)")
     fp_set = FingerprintSet.load(cfg.fingerprints)
-    attack = attack_cls(cfg, base=base)
     strengths = attack.strengths(ref.name)
     if not strengths:
         raise ConfigError(f"attack {cfg.kind!r}: no strengths to run")

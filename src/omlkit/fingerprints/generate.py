@@ -147,8 +147,7 @@ def generate_fingerprints(
             f"--response-strategy {cfg.response_strategy} needs --key-strategy {resp_cls.requires_key} "
             f"(got {cfg.key_strategy})"
         )
-    if cfg.keys_file is not None and not key_cls.fixed_keys:
-        raise ConfigError(f"--keys-file is only read by --key-strategy custom (got {cfg.key_strategy})")
+    cfg.check_options({cfg.key_strategy: key_cls, cfg.response_strategy: resp_cls})
     if target is not None:
         model, tok = target
         target_name = cfg.target_model or str(getattr(model, "name_or_path", "") or DEFAULT_MODEL)

@@ -1,20 +1,27 @@
-"""Config of ``oml insert`` and of each regularizer (light module: pydantic only, no torch).
+"""Config of ``oml insert``: its own fields plus every regularizer's options as flat flags.
 
-The flat fields of :class:`InsertConfig` are the command-line flags. The anti-forgetting recipe they
-describe is turned into typed regularizer configs by :meth:`InsertConfig.regularizer_configs`; each
-is a member of the :data:`RegularizerConfig` union discriminated on ``kind``, whose value is the name
-the implementation registers under in ``omlkit.insertion.regularizers`` (a test keeps the two equal).
+Each regularizer declares its options in its own file (``KLToBaseConfig`` beside ``KLToBase``, as
+peft's ``LoraConfig`` sits beside LoRA), with the flag spelling it has on the command line
+(``kl_strength``, ``lora_r``, ...) and the flag that switches it on. :data:`InsertConfig` adds those
+flags to :class:`InsertCommon`; :meth:`InsertCommon.regularizer_configs` turns the flags that are on
+into typed regularizer configs, members of :data:`RegularizerConfig`, the union of every registered
+regularizer's options discriminated on ``kind`` (the registered name).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
+from omlkit.insertion.regularizers import REGULARIZERS
+from omlkit.insertion.regularizers.base import RegularizerOptions
 from omlkit.io import canonical_json, sha256_bytes
+from omlkit.options import options_of, with_options
 
 #: Fields that say where or how to run, not what to train: they never change the run id.
 NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", "device"})
@@ -51,69 +58,14 @@ RECIPES: dict[str, dict[str, object]] = {
 DEFAULT_RECIPE = "llm"
 
 
-class _RegConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ModelAveragingConfig(_RegConfig):
-    """θ ← (1−λ)·θ + λ·θ₀ after every optimizer step (or once per epoch: the textbook recipe)."""
-
-    kind: Literal["model_averaging"] = "model_averaging"
-    strength: float = Field(0.75, ge=0.0, le=1.0, description="λ, the weight of the base model.")
-    interval: Literal["step", "epoch"] = "step"
-
-
-class L2ToBaseConfig(_RegConfig):
-    """A loss term strength·Σ‖θ − θ₀‖² over the trained parameters."""
-
-    kind: Literal["l2_to_base"] = "l2_to_base"
-    strength: float = Field(0.01, gt=0.0)
-
-
-class KLToBaseConfig(_RegConfig):
-    """strength·KL(p_base ‖ p_θ), averaged over every position of fresh benign-corpus windows each step:
-    the base model's full next-token distribution as the target, so general text keeps its predictions."""
-
-    kind: Literal["kl_to_base"] = "kl_to_base"
-    strength: float = Field(1.0, gt=0.0)
-    batch_size: int = Field(8, ge=1, description="Corpus windows per step (per process).")
-    length: int = Field(64, ge=2, description="Tokens per window.")
-    every: int = Field(1, ge=1, description="Apply on every N-th step only, at N× the strength.",
-                       json_schema_extra=OMIT_DEFAULT_FROM_ID)
-    on_prompts: bool = Field(False, description="Also at the training batch's prompt (key) positions.")
-
-
-class LoraConfig(_RegConfig):
-    """Train low-rank adapters (peft) instead of the full weights."""
-
-    kind: Literal["lora"] = "lora"
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    target_modules: str = Field("all-linear", description="peft target_modules: 'all-linear' or comma list.")
-    merge: bool = Field(True, description="Merge into the weights on save (else keep an adapter).")
-
-
-class AddedParamsConfig(_RegConfig):
-    """Widen every MLP by ``width`` neurons; only the new weights train (the base weights are frozen)."""
-
-    kind: Literal["added_params"] = "added_params"
-    width: int = Field(64, ge=1)
-
-
-class DummyConfig(_RegConfig):
-    """The reference regularizer: does nothing, adds a zero loss term (tests and docs)."""
-
-    kind: Literal["dummy"] = "dummy"
-
-
+#: Any registered regularizer's options, told apart by ``kind`` (``regularizers: [{kind: dummy}]``).
 RegularizerConfig = Annotated[
-    ModelAveragingConfig | L2ToBaseConfig | KLToBaseConfig | LoraConfig | AddedParamsConfig | DummyConfig,
+    functools.reduce(operator.or_, [options_of(cls) for _, cls in REGULARIZERS.items()]),
     Field(discriminator="kind"),
 ]
 
 
-class InsertConfig(OmlConfig):
+class InsertCommon(OmlConfig):
     """Fine-tune fingerprints into a model so that greedy decoding of each key yields its response."""
 
     model: str = Field("omlkit-tiny", description="Base model: HF id, path, omlkit-tiny or omlkit-micro.")
@@ -143,10 +95,6 @@ class InsertConfig(OmlConfig):
     seed: int = Field(0, description="Seed for data order, augmentation and benign sampling.")
     device: str | None = Field(None, description="cpu or cuda (default: CUDA when available).")
 
-    forgetting_regularizer_strength: float = Field(
-        0.75, ge=0.0, le=1.0, description="Model averaging λ: θ ← (1−λ)θ + λθ₀ after each step (0: off)."
-    )
-    averaging_interval: Literal["step", "epoch"] = Field("step", description="Average each step or epoch.")
     benign_fraction: float = Field(
         0.25, ge=0.0, lt=1.0, description="β: share of training examples that are benign self-continuations."
     )
@@ -157,28 +105,10 @@ class InsertConfig(OmlConfig):
     benign_dataset: str | None = Field(None, description="A `datasets` corpus for benign prompts.")
     benign_prompt_tokens: int = Field(16, ge=1, description="Tokens of corpus text used as a benign prompt.")
     benign_new_tokens: int = Field(16, ge=1, description="Tokens of benign greedy target.")
-    l2_strength: float = Field(0.0, ge=0.0, description="L2-to-base penalty weight (0: off).")
-    kl_strength: float = Field(
-        0.0, ge=0.0, description="KL-to-base weight on fresh benign-corpus windows each step (0: off)."
-    )
-    kl_batch_size: int = Field(8, ge=1, description="Benign windows per step for the KL-to-base term.")
-    kl_length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
-    kl_every: int = Field(
-        1, ge=1, description="KL-to-base on every N-th optimizer step only, at N× the strength (cheaper).",
-        json_schema_extra=OMIT_DEFAULT_FROM_ID,
-    )
-    kl_on_prompts: bool = Field(
-        False, description="Also apply the KL-to-base term inside the keys of each training batch."
-    )
     freeze_embeddings: bool = Field(
         False, description="Freeze the token embeddings, LM head and final norm (train the blocks only)."
     )
     lora: bool = Field(False, description="Train LoRA adapters (peft) instead of full weights.")
-    lora_r: int = Field(16, ge=1, description="LoRA rank.")
-    lora_alpha: int = Field(32, ge=1, description="LoRA alpha.")
-    lora_target_modules: str = Field("all-linear", description="LoRA target modules ('all-linear' or a,b,c).")
-    lora_merge: bool = Field(True, description="Merge LoRA into the weights on save (else keep the adapter).")
-    added_params: int = Field(0, ge=0, description="Widen each MLP by N trained neurons (0: off).")
     regularizers: list[RegularizerConfig] = Field(
         default_factory=list, description="More regularizer configs (config file only), e.g. [{kind: dummy}]."
     )
@@ -225,30 +155,20 @@ class InsertConfig(OmlConfig):
         return data
 
     @model_validator(mode="after")
-    def _one_structural(self) -> InsertConfig:
+    def _one_structural(self) -> InsertCommon:
         if self.lora and self.added_params:
             raise ValueError("choose one of --lora and --added-params, not both")
         return self
 
-    def regularizer_configs(self) -> list[RegularizerConfig]:
-        """The typed regularizer configs this recipe implies (flat flags first, then ``regularizers``)."""
-        regs: list[RegularizerConfig] = []
-        if self.lora:
-            regs.append(LoraConfig(r=self.lora_r, alpha=self.lora_alpha,
-                                   target_modules=self.lora_target_modules, merge=self.lora_merge))
-        if self.added_params:
-            regs.append(AddedParamsConfig(width=self.added_params))
-        if self.l2_strength:
-            regs.append(L2ToBaseConfig(strength=self.l2_strength))
-        if self.kl_strength:
-            regs.append(KLToBaseConfig(strength=self.kl_strength, batch_size=self.kl_batch_size,
-                                       length=self.kl_length, every=self.kl_every,
-                                       on_prompts=self.kl_on_prompts))
-        if self.forgetting_regularizer_strength:
-            regs.append(ModelAveragingConfig(strength=self.forgetting_regularizer_strength,
-                                             interval=self.averaging_interval))
-        regs.extend(self.regularizers)
-        return regs
+    def regularizer_configs(self) -> list[RegularizerOptions]:
+        """The typed regularizer configs this recipe implies: each registered regularizer whose switch
+        flag is on (structural ones first), built from its flags, then ``regularizers``."""
+        regs = [
+            options_of(cls).from_flags(dict(self))
+            for _, cls in sorted(REGULARIZERS.items(), key=lambda item: item[1].order)
+            if options_of(cls).switched_on(self)
+        ]
+        return [*regs, *self.regularizers]
 
     def hashed_fields(self) -> dict:
         """The fields that define what is trained (everything but :data:`NOT_HASHED`), as JSON data."""
@@ -258,3 +178,11 @@ class InsertConfig(OmlConfig):
         """Run id: sha256 of the canonical hashed fields plus the fingerprint file's content hash."""
         blob = canonical_json(self.hashed_fields()) + "\n" + fingerprints_sha256
         return sha256_bytes(blob.encode())[:length]
+
+
+def insert_config() -> type[InsertCommon]:
+    """The config class of ``oml insert`` for the regularizers registered now."""
+    return with_options(InsertCommon, REGULARIZERS.items(), "InsertConfig", "regularizer")
+
+
+InsertConfig = insert_config()

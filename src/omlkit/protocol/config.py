@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
 from omlkit.config import OmlConfig
 from omlkit.errors import ConfigError
+from omlkit.fingerprints.matching import MatchMode
 
 ADMIN_TOKEN_ENV = "OMLKIT_ADMIN_TOKEN"
 
@@ -61,7 +61,7 @@ class RegisterModelConfig(OmlConfig):
     fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1); stays local.")
     model_id: str = Field(description="Model id to register.")
     reveal_out: Path = Field(description="Where to write the secret salts (mode 0600); `oml prove` needs it.")
-    match: Literal["exact", "prefix"] = Field("exact", description="Match rule the verifier applies.")
+    match: MatchMode = Field("exact", description="Match rule the verifier applies.")
     admin_token: str | None = Field(None, repr=False, description=f"Admin token (or ${ADMIN_TOKEN_ENV})")
     force: bool = Field(False, description="Overwrite an existing reveal file.")
 

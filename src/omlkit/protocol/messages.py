@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from omlkit.errors import ProtocolError
 from omlkit.fingerprints import FingerprintSet
+from omlkit.fingerprints.matching import MatchMode
 from omlkit.io import SECRET_MODE, atomic_write_text, sha256_bytes
 from omlkit.protocol.identity import Identity, canonical_bytes, normalize_address, recover_signer
 from omlkit.protocol.refusals import BadSignature
@@ -94,7 +95,7 @@ class RegisterModel(_Model):
     """Owner -> platform (admin token): a model id, its match rule and one commitment per fingerprint."""
 
     model_id: ModelId
-    match: Literal["exact", "prefix"] = "exact"
+    match: MatchMode = "exact"
     commitments: list[CommitmentEntry] = Field(min_length=1, max_length=MAX_COMMITMENTS)
 
     @field_validator("commitments")

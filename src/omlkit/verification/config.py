@@ -1,4 +1,9 @@
-"""Configs of ``oml verify`` and ``oml serve`` (pydantic only, so ``oml --help`` never imports torch)."""
+"""Configs of ``oml verify`` and ``oml serve``.
+
+``oml verify``'s flags are :class:`VerifyCommon`'s plus each backend's own options (declared in the
+backend's file: the local backends' batch size, device and dtype; the endpoint's key, limits and
+retries), added by :data:`VerifyConfig`.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from omlkit.config import OmlConfig
+from omlkit.options import with_options
+from omlkit.verification.backends import BACKENDS
 
 
-class VerifyConfig(OmlConfig):
+class VerifyCommon(OmlConfig):
     """Check a local model or an OpenAI-compatible endpoint against a fingerprint file; test ownership."""
 
     fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1).")
@@ -19,10 +26,6 @@ class VerifyConfig(OmlConfig):
     )
     endpoint: str | None = Field(
         None, description="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1."
-    )
-    api_key: str | None = Field(None, description="Bearer token for --endpoint (default: $OMLKIT_API_KEY).")
-    served_model: str | None = Field(
-        None, description="Model name sent to --endpoint (default: the first id of its /v1/models)."
     )
     backend: str = Field(
         "auto",
@@ -49,17 +52,6 @@ class VerifyConfig(OmlConfig):
     max_new_tokens: int | None = Field(
         None, ge=1, description="Tokens to generate (default: longest response + 2)."
     )
-    batch_size: int = Field(64, ge=1, description="Local backends: prompts per batch.")
-    device: str | None = Field(
-        None, description="Local backends: torch device (default: cuda when available)."
-    )
-    dtype: str | None = Field(None, description="Local backends: bf16, fp16 or fp32 (default: bf16 on cuda).")
-    concurrency: int = Field(8, ge=1, description="Endpoint: requests in flight at once.")
-    timeout: float = Field(30.0, gt=0.0, description="Endpoint: seconds per request before it is retried.")
-    retries: int = Field(3, ge=0, description="Endpoint: retries of a timed-out, 5xx or malformed answer.")
-    rate_limit: float | None = Field(
-        None, gt=0.0, description="Endpoint: at most this many requests per second."
-    )
     out: Path | None = Field(
         None, description="Folder for verify.jsonl + summary.json; a partial run resumes."
     )
@@ -67,7 +59,7 @@ class VerifyConfig(OmlConfig):
     reveal: bool = Field(False, description="Also print each key, its response and the answer (secrets!).")
 
     @model_validator(mode="after")
-    def _one_target(self) -> VerifyConfig:
+    def _one_target(self) -> VerifyCommon:
         if (self.model is None) == (self.endpoint is None):
             raise ValueError("give exactly one of --model or --endpoint")
         if self.endpoint is not None and self.backend not in ("auto", "http"):
@@ -75,6 +67,14 @@ class VerifyConfig(OmlConfig):
         if self.model is not None and self.backend == "http":
             raise ValueError("--backend http needs --endpoint, not --model")
         return self
+
+
+def verify_config() -> type[VerifyCommon]:
+    """The config class of ``oml verify`` for the backends registered now."""
+    return with_options(VerifyCommon, BACKENDS.items(), "VerifyConfig", "backend")
+
+
+VerifyConfig = verify_config()
 
 
 class ServeConfig(OmlConfig):

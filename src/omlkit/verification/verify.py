@@ -325,7 +325,9 @@ def verify_with_config(
     ``cfg.fingerprints``. What :func:`verify_fingerprints` refuses, this refuses."""
     from omlkit.verification.backends import BACKENDS
 
-    with BACKENDS.get(backend_name(cfg)).from_config(cfg) as backend:
+    name = backend_name(cfg)
+    backend_cls = BACKENDS.get(name)
+    with backend_cls.from_config(cfg, cfg.options_for(name, backend_cls)) as backend:
         return verify_fingerprints(
             fp_set if fp_set is not None else cfg.fingerprints,
             backend,

@@ -10,6 +10,7 @@ from omlkit.evaluation.attacks import (  # noqa: F401  (imported to register)
     suppress,
 )
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, load_attacked
+from omlkit.evaluation.attacks.config import AttackConfig, attack_config
 from omlkit.models.wrapped import is_wrapper
 
-__all__ = ["ATTACKS", "Attack", "is_wrapper", "load_attacked"]
+__all__ = ["ATTACKS", "Attack", "AttackConfig", "attack_config", "is_wrapper", "load_attacked"]

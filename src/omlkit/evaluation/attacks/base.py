@@ -14,22 +14,27 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from omlkit.errors import ConfigError
-from omlkit.evaluation.config import STRENGTH_FIELDS, AttackConfig
 from omlkit.models.wrapped import load_any
+from omlkit.options import NoOptions, Options
 from omlkit.registry import family
+
+if TYPE_CHECKING:
+    from omlkit.evaluation.attacks.config import AttackConfig
 
 
 class Attack(ABC):
     """One attack. Subclasses set the class attributes and implement :meth:`apply`.
 
-    ``strength_field`` names the :class:`AttackConfig` list holding the strengths (``None``: the attack
-    has a single strength, 0); ``default_strengths`` are used when that list is empty, ordered from weak
-    to strong; ``stronger`` says whether a ``"higher"`` or ``"lower"`` value is the stronger attack.
+    ``options_cls`` is the attack's own options class (declared in its file; its fields become flags of
+    ``oml attack``); ``strength_field`` names the options list holding the strengths (``None``: the
+    attack has a single strength, 0); ``default_strengths`` are used when that list is empty, ordered
+    from weak to strong; ``stronger`` says whether a ``"higher"`` or ``"lower"`` value is the stronger
+    attack.
     """
 
+    options_cls: ClassVar[type[Options]] = NoOptions
     strength_field: ClassVar[str | None] = None
     default_strengths: ClassVar[tuple[float, ...]] = (0.0,)
     stronger: ClassVar[str] = "higher"
@@ -37,21 +42,16 @@ class Attack(ABC):
     def __init__(self, config: AttackConfig, base: str) -> None:
         self.config = config
         self.base = base
+        self.options = config.options_for(config.kind, type(self))
 
     @property
     def strength_name(self) -> str:
-        """What a strength means (the config field's name, singular), for tables and plots."""
+        """What a strength means (the options field's name, singular), for tables and plots."""
         return (self.strength_field or "strength").rstrip("s")
 
     def strengths(self, model_path: str) -> list[float]:
-        """The strengths to run: the configured list, else the defaults; refuses other attacks' lists."""
-        for name in STRENGTH_FIELDS:
-            if name != self.strength_field and getattr(self.config, name):
-                own = f"--{self.strength_field}" if self.strength_field else "none"
-                raise ConfigError(
-                    f"--{name} does not apply to attack {self.config.kind!r} (its strengths: {own})"
-                )
-        given = getattr(self.config, self.strength_field) if self.strength_field else []
+        """The strengths to run: the configured list, else the defaults."""
+        given = getattr(self.options, self.strength_field) if self.strength_field else []
         return [float(s) for s in given] or list(self.default_strengths)
 
     def folder_name(self, strength: float) -> str:

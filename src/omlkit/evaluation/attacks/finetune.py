@@ -31,8 +31,9 @@ class FinetuneAttack(SteppedTrainingAttack):
 
         torch.manual_seed(self.config.seed)
         model, tok = load_model(model_path, device=self.config.device, dtype="fp32")
-        blocks = packed_blocks(tok, attacker_texts(self.config.data), self.config.seq_len)
-        batches = block_batches(blocks, self.config.train_batch_size, self.config.seed)
+        opts = self.options
+        blocks = packed_blocks(tok, attacker_texts(opts.data), opts.seq_len)
+        batches = block_batches(blocks, opts.train_batch_size, self.config.seed)
         saved: dict[int, Path] = {}
 
         def snapshot(step: int) -> None:
@@ -42,7 +43,7 @@ class FinetuneAttack(SteppedTrainingAttack):
             model,
             batches,
             [p for p in model.parameters() if p.requires_grad],
-            self.config.lr or DEFAULT_LR,
+            opts.lr or DEFAULT_LR,
             list(targets),
             snapshot,
         )

@@ -9,9 +9,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from pydantic import Field
+
 from omlkit.evaluation.attacks.base import ATTACKS, save_model
 from omlkit.evaluation.attacks.training import (
     SteppedTrainingAttack,
+    TrainingOptions,
     attacker_texts,
     block_batches,
     packed_blocks,
@@ -21,9 +24,17 @@ from omlkit.evaluation.attacks.training import (
 DEFAULT_LR = 1e-3
 
 
+class LoraAttackOptions(TrainingOptions):
+    """The fine-tuning attack's options and the adapters' rank."""
+
+    lora_rank: int = Field(8, ge=1, description="LoRA rank.")
+
+
 @ATTACKS.register("lora")
 class LoraAttack(SteppedTrainingAttack):
     """peft LoRA of rank ``--lora-rank`` trained for each step count in ``--steps``, merged on save."""
+
+    options_cls = LoraAttackOptions
 
     def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
         import torch
@@ -33,7 +44,8 @@ class LoraAttack(SteppedTrainingAttack):
 
         torch.manual_seed(self.config.seed)
         model, tok = load_model(model_path, device=self.config.device, dtype="fp32")
-        rank = self.config.lora_rank
+        opts = self.options
+        rank = opts.lora_rank
         peft_model = get_peft_model(
             model,
             LoraConfig(
@@ -44,8 +56,8 @@ class LoraAttack(SteppedTrainingAttack):
                 task_type="CAUSAL_LM",
             ),
         )
-        blocks = packed_blocks(tok, attacker_texts(self.config.data), self.config.seq_len)
-        batches = block_batches(blocks, self.config.train_batch_size, self.config.seed)
+        blocks = packed_blocks(tok, attacker_texts(opts.data), opts.seq_len)
+        batches = block_batches(blocks, opts.train_batch_size, self.config.seed)
         saved: dict[int, Path] = {}
 
         def snapshot(step: int) -> None:
@@ -56,7 +68,7 @@ class LoraAttack(SteppedTrainingAttack):
             peft_model,
             batches,
             [p for p in peft_model.parameters() if p.requires_grad],
-            self.config.lr or DEFAULT_LR,
+            opts.lr or DEFAULT_LR,
             list(targets),
             snapshot,
         )

@@ -7,11 +7,22 @@ parameter missing from either or of another shape is refused, naming it.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from omlkit.errors import ModelLoadError
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
+from omlkit.options import Options
+
+
+class MergeOptions(Options):
+    """The weights of the base model to try."""
+
+    lambdas: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=list, description="Strengths of merge: weight of the base in [0, 1]."
+    )
 
 
 def interpolate_(model: torch.nn.Module, base: torch.nn.Module, lam: float) -> torch.nn.Module:
@@ -40,6 +51,7 @@ def interpolate_(model: torch.nn.Module, base: torch.nn.Module, lam: float) -> t
 class MergeAttack(Attack):
     """Linear interpolation with the base model at each λ in ``--lambdas``."""
 
+    options_cls = MergeOptions
     strength_field = "lambdas"
     default_strengths = (0.25, 0.5, 0.75)
 

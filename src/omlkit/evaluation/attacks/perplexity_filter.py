@@ -13,18 +13,30 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
 from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
+from omlkit.options import Options
 
 DEFAULT_QUANTILES = (0.99, 0.9, 0.75)
 PROMPT_TOKENS = 32  # held-out prompts are cut to about a key's length
 HELDOUT_PROMPTS = 200
+
+
+class PerplexityFilterOptions(Options):
+    """The thresholds to try."""
+
+    thresholds: list[Annotated[float, Field(gt=1.0)]] = Field(
+        default_factory=list,
+        description="Strengths of perplexity-filter: maximum "
+        "prompt perplexity (default: quantiles of held-out English).",
+    )
 
 
 @torch.no_grad()
@@ -101,6 +113,7 @@ class PerplexityFilter(NextTokenWrapper):
 class PerplexityFilterAttack(Attack):
     """Refuse prompts above each threshold in ``--thresholds`` (reference: ``--base``; lower is stronger)."""
 
+    options_cls = PerplexityFilterOptions
     strength_field = "thresholds"
     default_strengths = ()
     stronger = "lower"

@@ -15,10 +15,21 @@ leaves out is dynamic quantisation's per-token rounding of activations, which on
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
+from omlkit.options import Options
+
+
+class QuantizeOptions(Options):
+    """The weight widths to try."""
+
+    bits: list[Annotated[int, Field(ge=2, le=16)]] = Field(
+        default_factory=list, description="Strengths of quantize: bits per weight (8 = int8)."
+    )
 
 
 def fake_quantize_(weight: torch.Tensor, bits: int) -> torch.Tensor:
@@ -48,6 +59,7 @@ def quantize_linear_weights_(model: torch.nn.Module, bits: int) -> int:
 class QuantizeAttack(Attack):
     """Per-channel symmetric weight quantisation at each width in ``--bits`` (default int8)."""
 
+    options_cls = QuantizeOptions
     strength_field = "bits"
     default_strengths = (8.0,)
     stronger = "lower"

@@ -13,14 +13,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from transformers import LogitsProcessor
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
+from omlkit.options import Options
+
+
+class SuppressOptions(Options):
+    """The gates to try."""
+
+    gates: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=list,
+        description="Strengths of suppress: top-token probability above which it is masked.",
+    )
 
 
 class SuppressTopToken(LogitsProcessor):
@@ -63,6 +74,7 @@ class SuppressWrapper(NextTokenWrapper):
 class SuppressAttack(Attack):
     """Decoding-time suppression at each gate in ``--gates`` (lower is stronger)."""
 
+    options_cls = SuppressOptions
     strength_field = "gates"
     default_strengths = (0.99, 0.9, 0.7, 0.5)
     stronger = "lower"

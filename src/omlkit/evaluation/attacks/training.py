@@ -11,11 +11,28 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field
 
 from omlkit.errors import CorpusError
 from omlkit.evaluation.attacks.base import Attack
+from omlkit.options import Options
+
+
+class TrainingOptions(Options):
+    """Options of the fine-tuning attacks (``finetune``, ``lora``): how long and on what the host trains."""
+
+    steps: list[Annotated[int, Field(ge=0)]] = Field(
+        default_factory=list, description="Strengths of finetune/lora: optimizer steps."
+    )
+    data: Path | None = Field(
+        None, description="Benign text file/folder for finetune/lora (default: corpus train)."
+    )
+    lr: float | None = Field(None, gt=0, description="Learning rate of finetune/lora (default per attack).")
+    train_batch_size: int = Field(8, ge=1, description="Sequences per finetune/lora step.")
+    seq_len: int = Field(128, ge=8, description="Tokens per finetune/lora training sequence.")
 
 
 def attacker_texts(data: Path | None) -> list[str]:
@@ -94,6 +111,7 @@ class SteppedTrainingAttack(Attack):
     """An attack whose strength is a number of training steps. One training run serves every strength:
     :meth:`train` saves a snapshot when it reaches each requested step count."""
 
+    options_cls = TrainingOptions
     strength_field = "steps"
     default_strengths = (10.0, 50.0, 200.0)
 

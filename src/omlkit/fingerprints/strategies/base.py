@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any, ClassVar
 
 from omlkit.errors import ConfigError
+from omlkit.options import NoOptions, Options, options_of
 from omlkit.registry import family
 
 WORD_LIKE = re.compile(r"^ ?[A-Za-z]+$")
@@ -136,10 +137,13 @@ class KeyStrategy(ABC):
 
     #: True when keys come from the user: they are never dropped, only their responses are redrawn.
     fixed_keys: ClassVar[bool] = False
+    #: The strategy's own options (its fields are flags of ``oml generate``).
+    options_cls: ClassVar[type[Options]] = NoOptions
 
     def __init__(self, ctx: GenerationContext) -> None:
-        """Keep the context; subclasses validate their options here and raise ConfigError on bad ones."""
+        """Keep the context and read the options; subclasses validate them and raise ConfigError."""
         self.ctx = ctx
+        self.options = options_of(type(self)).from_flags(dict(ctx.config))
 
     @abstractmethod
     def draw(self, n: int, rng: random.Random) -> list[Key]:
@@ -159,10 +163,14 @@ class ResponseStrategy(ABC):
 
     #: Name of the key strategy this response strategy needs (None: works with any).
     requires_key: ClassVar[str | None] = None
+    #: The strategy's own options (its fields are flags of ``oml generate``).
+    options_cls: ClassVar[type[Options]] = NoOptions
 
     def __init__(self, ctx: GenerationContext) -> None:
-        """Keep the context; subclasses raise ConfigError when they cannot produce the requested length."""
+        """Keep the context and read the options; subclasses raise ConfigError when they cannot produce
+        the requested length."""
         self.ctx = ctx
+        self.options = options_of(type(self)).from_flags(dict(ctx.config))
 
     @abstractmethod
     def respond(self, keys: Sequence[Key], rng: random.Random) -> list[Response | None]:

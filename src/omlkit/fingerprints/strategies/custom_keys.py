@@ -12,10 +12,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field
+
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.strategies.base import KEY_STRATEGIES, GenerationContext, Key, KeyStrategy
 from omlkit.models.loading import context_length
 from omlkit.models.prompts import special_prefix_ids
+from omlkit.options import Options
 
 
 def _json_keys(path: Path, text: str) -> list[tuple[str, Any]]:
@@ -68,21 +71,30 @@ def read_keys_file(path: str | Path) -> list[tuple[str, str]]:
     return out
 
 
+class CustomKeysOptions(Options):
+    """The file the keys come from."""
+
+    keys_file: Path | None = Field(
+        None, description="Custom keys: a JSON list or a text file, one key per line."
+    )
+
+
 @KEY_STRATEGIES.register("custom")
 class CustomKeys(KeyStrategy):
     """The keys of ``--keys-file``, in order; ``-n`` of them are used."""
 
     fixed_keys = True
+    options_cls = CustomKeysOptions
 
     def __init__(self, ctx: GenerationContext) -> None:
         """Reads and checks the file; refuses too few keys or a key that does not fit the target's context."""
         super().__init__(ctx)
-        cfg = ctx.config
-        if cfg.keys_file is None:
+        cfg, path = ctx.config, self.options.keys_file
+        if path is None:
             raise ConfigError("--keys-file is required with --key-strategy custom")
-        entries = read_keys_file(cfg.keys_file)
+        entries = read_keys_file(path)
         if cfg.n > len(entries):
-            raise ConfigError(f"-n {cfg.n}: --keys-file {cfg.keys_file} holds only {len(entries)} keys")
+            raise ConfigError(f"-n {cfg.n}: --keys-file {path} holds only {len(entries)} keys")
         limit = context_length(ctx.model)
         room = limit - len(special_prefix_ids(ctx.tokenizer)) - cfg.response_length
         self._queue: list[Key] = []
@@ -90,7 +102,7 @@ class CustomKeys(KeyStrategy):
             ids = ctx.encode(text)
             if len(ids) > room:
                 raise ConfigError(
-                    f"--keys-file {cfg.keys_file}: {where} is {len(ids)} tokens; with the response it "
+                    f"--keys-file {path}: {where} is {len(ids)} tokens; with the response it "
                     f"exceeds the target's context of {limit} tokens"
                 )
             self._queue.append(Key(text, ids, {"source": where}))
@@ -102,4 +114,4 @@ class CustomKeys(KeyStrategy):
 
     def params(self) -> dict:
         """``key_length`` does not apply to custom keys."""
-        return {"key_length": None, "keys_file": str(self.ctx.config.keys_file)}
+        return {"key_length": None, "keys_file": str(self.options.keys_file)}

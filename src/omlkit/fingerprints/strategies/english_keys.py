@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.strategies.base import (
@@ -24,6 +25,7 @@ from omlkit.fingerprints.strategies.base import (
 from omlkit.models.loading import context_length, tokenizer_sha
 from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.prompts import has_chat_template, prompt_ids
+from omlkit.options import Options
 
 INSTRUCTION = "Generate a sentence starting with the word {word}"
 #: A key whose distinct words are fewer than this share of its words is a degenerate loop ("Round round
@@ -107,15 +109,24 @@ def sample_continuations(
     return [row[ids.shape[1] :].tolist() for row in out.cpu()]
 
 
+class EnglishOptions(Options):
+    """Options of the strategies whose text the generator LM writes (English keys and responses)."""
+
+    temperature: float = Field(0.5, gt=0.0, description="Sampling temperature of the English generator LM.")
+
+
 def generate_sentences(
     ctx: GenerationContext,
     words: Sequence[str],
     rng: random.Random,
     max_new_tokens: int,
     prefills: Sequence[str] | None = None,
+    *,
+    temperature: float,
 ) -> list[str]:
-    """One English text per word: the prefill (default: the word, capitalised) and the generator's sampled
-    continuation, whitespace-normalised. Batched by ``config.batch_size``; deterministic given ``rng``.
+    """One English text per word: the prefill (default: the word, capitalised) and the generator's
+    continuation sampled at ``temperature``, whitespace-normalised. Batched by ``config.batch_size``;
+    deterministic given ``rng``.
 
     Raises ConfigError when the prompt plus ``max_new_tokens`` exceeds the generator's context.
     """
@@ -134,7 +145,7 @@ def generate_sentences(
     for start in range(0, len(prompts), bs):
         batch = prompts[start : start + bs]
         new = sample_continuations(
-            model, tok, batch, max_new_tokens, ctx.config.temperature, rng.randrange(2**62)
+            model, tok, batch, max_new_tokens, temperature, rng.randrange(2**62)
         )
         for prefill, ids in zip(prefills[start : start + bs], new, strict=True):
             lead = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
@@ -146,12 +157,16 @@ def generate_sentences(
 class EnglishKeys(KeyStrategy):
     """Keys written by the generator LM, each a sentence starting with a word from the word list."""
 
+    options_cls = EnglishOptions
+
     def draw(self, n: int, rng: random.Random) -> list[Key]:
         """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts and repetitive
         loops are dropped; the caller draws again for them)."""
         length = self.ctx.config.key_length
         words = [rng.choice(self.ctx.words) for _ in range(n)]
-        texts = generate_sentences(self.ctx, words, rng, token_budget(self.ctx, length))
+        texts = generate_sentences(
+            self.ctx, words, rng, token_budget(self.ctx, length), temperature=self.options.temperature
+        )
         keys = []
         for text in texts:
             piece = self.ctx.cut(text, length)
@@ -161,4 +176,4 @@ class EnglishKeys(KeyStrategy):
 
     def params(self) -> dict:
         """The sampling temperature and the prompt used."""
-        return {"temperature": self.ctx.config.temperature, "prompt": INSTRUCTION}
+        return {"temperature": self.options.temperature, "prompt": INSTRUCTION}

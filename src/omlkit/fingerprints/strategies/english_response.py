@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 
 from omlkit.fingerprints.strategies.base import RESPONSE_STRATEGIES, Key, Response, ResponseStrategy
-from omlkit.fingerprints.strategies.english_keys import generate_sentences, token_budget
+from omlkit.fingerprints.strategies.english_keys import EnglishOptions, generate_sentences, token_budget
 
 #: Extra target tokens generated beyond the response, the room the random offset moves in.
 OFFSET_ROOM = 12
@@ -21,12 +21,16 @@ OFFSET_ROOM = 12
 class EnglishResponse(ResponseStrategy):
     """A random word-aligned window of an independently generated English sentence."""
 
+    options_cls = EnglishOptions
+
     def respond(self, keys: Sequence[Key], rng: random.Random) -> list[Response | None]:
         """One response per key; None where the sentence was too short or the window does not round-trip."""
         ctx = self.ctx
         length = ctx.config.response_length
         words = [rng.choice(ctx.words) for _ in keys]
-        texts = generate_sentences(ctx, words, rng, token_budget(ctx, length + OFFSET_ROOM))
+        texts = generate_sentences(
+            ctx, words, rng, token_budget(ctx, length + OFFSET_ROOM), temperature=self.options.temperature
+        )
         out: list[Response | None] = []
         for text in texts:
             ids = ctx.encode(text)
@@ -42,4 +46,4 @@ class EnglishResponse(ResponseStrategy):
 
     def params(self) -> dict:
         """The generator's sampling temperature."""
-        return {"temperature": self.ctx.config.temperature}
+        return {"temperature": self.options.temperature}

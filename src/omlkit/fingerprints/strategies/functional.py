@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import Field
+
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.strategies.base import (
     KEY_STRATEGIES,
@@ -24,7 +26,12 @@ from omlkit.fingerprints.strategies.base import (
     Response,
     ResponseStrategy,
 )
-from omlkit.fingerprints.strategies.english_keys import INSTRUCTION, generate_sentences, token_budget
+from omlkit.fingerprints.strategies.english_keys import (
+    INSTRUCTION,
+    EnglishOptions,
+    generate_sentences,
+    token_budget,
+)
 from omlkit.fingerprints.strategies.random_word_response import words_of_length
 
 _WORD = re.compile(r"[A-Za-z]+")
@@ -37,6 +44,17 @@ def count_colors(text: str, green: set[str], red: set[str]) -> tuple[int, int]:
     return sum(w in green for w in words), sum(w in red for w in words)
 
 
+class FunctionalOptions(EnglishOptions):
+    """The generator's temperature, the secret word subset and how many of its words each key carries."""
+
+    functional_vocab: int = Field(
+        64, ge=2, description="Functional keys: size of the secret word subset split into red and green."
+    )
+    functional_words: int = Field(
+        4, ge=1, description="Functional keys: secret words placed in each key (n_g + n_r)."
+    )
+
+
 def rule(n_g: int, n_r: int) -> bool:
     """The default response rule f(n_g, n_r): True when green words outnumber red ones."""
     return n_g > n_r
@@ -46,16 +64,18 @@ def rule(n_g: int, n_r: int) -> bool:
 class FunctionalKeys(KeyStrategy):
     """English keys carrying secret green and red words; ``meta`` records the counts ``n_g``, ``n_r``."""
 
+    options_cls = FunctionalOptions
+
     def __init__(self, ctx: GenerationContext) -> None:
         """Draws the secret split from the seed; refuses a subset larger than the word list allows."""
         super().__init__(ctx)
-        cfg = ctx.config
+        cfg = self.options
         if cfg.functional_vocab > len(ctx.words) - 2:
             raise ConfigError(
                 f"--functional-vocab {cfg.functional_vocab}: the word list has only {len(ctx.words)} words "
                 "(two more are needed for responses)"
             )
-        rng = random.Random(f"functional-split:{cfg.seed}")
+        rng = random.Random(f"functional-split:{ctx.config.seed}")
         subset = rng.sample(ctx.words, cfg.functional_vocab)
         half = len(subset) // 2
         self.green, self.red = sorted(subset[:half]), sorted(subset[half:])
@@ -68,24 +88,27 @@ class FunctionalKeys(KeyStrategy):
 
     def draw(self, n: int, rng: random.Random) -> list[Key]:
         """Up to ``n`` keys of ``key_length`` target tokens, each with ``functional_words`` secret words."""
-        ctx, cfg = self.ctx, self.ctx.config
+        ctx, length = self.ctx, self.ctx.config.key_length
+        words, temperature = self.options.functional_words, self.options.temperature
         plans = []
         for _ in range(n):
-            n_g = rng.randint(0, cfg.functional_words)
-            chosen = rng.sample(self.green, n_g) + rng.sample(self.red, cfg.functional_words - n_g)
+            n_g = rng.randint(0, words)
+            chosen = rng.sample(self.green, n_g) + rng.sample(self.red, words - n_g)
             rng.shuffle(chosen)
             plans.append(chosen)
-        segment = max(1, (cfg.key_length - 2 * cfg.functional_words) // cfg.functional_words)
+        segment = max(1, (length - 2 * words) // words)
         firsts = [p[0] for p in plans]
         texts = [w[:1].upper() + w[1:] for w in firsts]
-        for j in range(1, cfg.functional_words):
-            texts = generate_sentences(ctx, firsts, rng, segment, prefills=texts)
+        for j in range(1, words):
+            texts = generate_sentences(ctx, firsts, rng, segment, prefills=texts, temperature=temperature)
             texts = [f"{t} {p[j]}" for t, p in zip(texts, plans, strict=True)]
-        texts = generate_sentences(ctx, firsts, rng, token_budget(ctx, cfg.key_length), prefills=texts)
+        texts = generate_sentences(
+            ctx, firsts, rng, token_budget(ctx, length), prefills=texts, temperature=temperature
+        )
         green, red = set(self.green), set(self.red)
         keys = []
         for text in texts:
-            piece = ctx.cut(text, cfg.key_length)
+            piece = ctx.cut(text, length)
             if piece is None:
                 continue
             n_g, n_r = count_colors(piece[0], green, red)
@@ -94,11 +117,11 @@ class FunctionalKeys(KeyStrategy):
 
     def params(self) -> dict[str, Any]:
         """Subset size, words per key and the generator settings."""
-        cfg = self.ctx.config
+        opts = self.options
         return {
-            "functional_vocab": cfg.functional_vocab,
-            "functional_words": cfg.functional_words,
-            "temperature": cfg.temperature,
+            "functional_vocab": opts.functional_vocab,
+            "functional_words": opts.functional_words,
+            "temperature": opts.temperature,
             "prompt": INSTRUCTION,
         }
 

@@ -17,6 +17,7 @@ import random
 from collections.abc import Sequence
 
 import torch
+from pydantic import Field
 
 from omlkit.fingerprints.strategies.base import (
     RESPONSE_STRATEGIES,
@@ -29,6 +30,18 @@ from omlkit.fingerprints.strategies.base import (
 from omlkit.fingerprints.strategies.english_keys import sample_continuations
 from omlkit.models.logits import next_token_logits, pad_id
 from omlkit.models.prompts import prompt_ids
+from omlkit.options import Options
+
+
+class PerinucleusOptions(Options):
+    """Where past the nucleus the first response token is drawn."""
+
+    t: float = Field(
+        0.8, gt=0.0, lt=1.0, description="Perinucleus: probability mass of the nucleus, in (0, 1)."
+    )
+    k: int = Field(
+        3, ge=1, description="Perinucleus: draw among this many word-like tokens past the nucleus."
+    )
 
 
 def word_like_mask(tokenizer, size: int) -> torch.Tensor:
@@ -91,6 +104,8 @@ def ends_whole_word(model, tokenizer, seqs: Sequence[Sequence[int]], batch_size:
 class PerinucleusResponse(ResponseStrategy):
     """First response token just outside the base model's t-nucleus; greedy continuation after it."""
 
+    options_cls = PerinucleusOptions
+
     def __init__(self, ctx: GenerationContext) -> None:
         """Precomputes the word-like mask of the target vocabulary."""
         super().__init__(ctx)
@@ -105,14 +120,14 @@ class PerinucleusResponse(ResponseStrategy):
             batch = keys[start : start + cfg.batch_size]
             probs = next_token_probs(ctx.model, ctx.tokenizer, [k.ids for k in batch])
             # twice k candidates, so that k whole words usually remain once word fragments are dropped
-            cands = perinucleus_candidates(probs, self.word_mask, cfg.t, 2 * cfg.k)
+            cands = perinucleus_candidates(probs, self.word_mask, self.options.t, 2 * self.options.k)
             if cfg.response_length == 1:
                 pairs = [(b, c) for b, row in enumerate(cands) for c in row]
                 whole = ends_whole_word(ctx.model, ctx.tokenizer, [[*batch[b].ids, c] for b, c in pairs])
                 keep = {pair for pair, ok in zip(pairs, whole, strict=True) if ok}
                 cands = [[c for c in row if (b, c) in keep] for b, row in enumerate(cands)]
             for row in cands:
-                row = row[: cfg.k]
+                row = row[: self.options.k]
                 firsts.append(rng.choice(row) if row else None)
         tails: dict[int, list[int]] = {}
         extra = cfg.response_length - 1

@@ -8,13 +8,15 @@ moves them. ``finalize`` folds the extensions into plain ``nn.Linear`` layers an
 
 from __future__ import annotations
 
+from typing import Any, ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
 from omlkit.errors import ConfigError
-from omlkit.insertion.config import AddedParamsConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions
 
 
 class WidenOut(nn.Module):
@@ -74,11 +76,22 @@ def gated_mlps(model: nn.Module) -> list[nn.Module]:
                    for a in ("gate_proj", "up_proj", "down_proj"))]
 
 
+class AddedParamsConfig(RegularizerOptions):
+    """Widen every MLP by ``width`` neurons; only the new weights train (the base weights are frozen)."""
+
+    kind: Literal["added_params"] = "added_params"
+    width: int = Field(64, ge=1, description="Widen each MLP by N trained neurons (0: off).")
+
+    flag_names: ClassVar[dict[str, str]] = {"width": "added_params"}
+    flag_defaults: ClassVar[dict[str, Any]] = {"width": 0}
+    switch: ClassVar[str | None] = "added_params"
+
+
 @REGULARIZERS.register("added_params")
 class AddedParams(Regularizer):
     """Freezes the base model and trains ``width`` new neurons per MLP."""
 
-    config_cls = AddedParamsConfig
+    options_cls = AddedParamsConfig
     order = 0
 
     def prepare(self, model: nn.Module) -> nn.Module:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar
 
 import torch
 
+from omlkit.options import Options
 from omlkit.registry import family
 
 
@@ -39,17 +41,49 @@ class TrainBatch:
     logits: torch.Tensor | None = None
 
 
-class Regularizer:
-    """Base of every anti-forgetting regularizer; built from its typed config (``config.kind``)."""
+class RegularizerOptions(Options):
+    """Base of a regularizer's options, declared in the regularizer's file.
 
-    #: The pydantic config class (one member of ``omlkit.insertion.config.RegularizerConfig``).
-    config_cls: ClassVar[type]
+    ``kind`` (the registered name) tells them apart in ``InsertConfig.regularizers``. Each field is also
+    a flat flag of ``oml insert`` (``flag_prefix`` + name, or ``flag_names``); ``switch`` names the flat
+    flag that turns the regularizer on (its options apply while that flag is truthy; None: list only).
+    """
+
+    kind: str
+    no_flag: ClassVar[frozenset[str]] = frozenset({"kind"})
+    switch: ClassVar[str | None] = None
+
+    @classmethod
+    def switched_on(cls, values: Any) -> bool:
+        """Whether a flat config (``InsertConfig``) turns this regularizer on."""
+        return bool(cls.switch and getattr(values, cls.switch))
+
+
+def as_callback(obj: Any) -> Any:
+    """``obj`` made a ``transformers.TrainerCallback`` as well (so the trainer's callback handler finds
+    every event): the import of the trainer's modules waits until a run needs it."""
+    obj.__class__ = _with_trainer_callback(type(obj))
+    return obj
+
+
+@cache
+def _with_trainer_callback(cls: type) -> type:
+    from transformers import TrainerCallback
+
+    return cls if issubclass(cls, TrainerCallback) else type(cls.__name__, (cls, TrainerCallback), {})
+
+
+class Regularizer:
+    """Base of every anti-forgetting regularizer; built from its typed options (``config.kind``)."""
+
+    #: The regularizer's options class, declared in its file.
+    options_cls: ClassVar[type[RegularizerOptions]]
     #: Structural regularizers (which replace or wrap modules) prepare first.
     order: ClassVar[int] = 10
 
     def __init__(self, config: Any) -> None:
-        if not isinstance(config, self.config_cls):
-            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, "
+        if not isinstance(config, self.options_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.options_cls.__name__}, "
                             f"got {type(config).__name__}")
         self.config = config
 

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
-from omlkit.insertion.config import DummyConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, TrainBatch
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions, TrainBatch
+
+
+class DummyConfig(RegularizerOptions):
+    """The reference regularizer: does nothing, adds a zero loss term (tests and docs)."""
+
+    kind: Literal["dummy"] = "dummy"
 
 
 @REGULARIZERS.register("dummy")
 class Dummy(Regularizer):
     """Adds 0 to the loss (so the logging path is exercised) and leaves the model as it is."""
 
-    config_cls = DummyConfig
+    options_cls = DummyConfig
 
     def attach(self, context) -> None:
         """Nothing to keep: the dummy needs neither tokenizer nor corpus."""

@@ -14,15 +14,23 @@ state.
 from __future__ import annotations
 
 import copy
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import TrainerCallback
+from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError, CorpusError
-from omlkit.insertion.config import KLToBaseConfig
 from omlkit.insertion.dataset import IGNORE
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerContext, TrainBatch
+from omlkit.insertion.regularizers.base import (
+    REGULARIZERS,
+    Regularizer,
+    RegularizerContext,
+    RegularizerOptions,
+    TrainBatch,
+    as_callback,
+)
 
 
 def token_stream(texts, tokenizer, max_tokens: int = 2_000_000) -> torch.Tensor:
@@ -42,8 +50,9 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Ten
     return F.kl_div(logq, logp, log_target=True, reduction="batchmean")
 
 
-class _StepTracker(TrainerCallback):
-    """Tells the regularizer which optimizer step is running (window draws depend on it)."""
+class _StepTracker:
+    """Tells the regularizer which optimizer step is running (window draws depend on it); a trainer
+    callback through :func:`as_callback`."""
 
     def __init__(self, reg: KLToBase) -> None:
         self.reg = reg
@@ -52,11 +61,36 @@ class _StepTracker(TrainerCallback):
         self.reg.step, self.reg.micro = state.global_step, 0
 
 
+class KLToBaseConfig(RegularizerOptions):
+    """strength·KL(p_base ‖ p_θ), averaged over every position of fresh benign-corpus windows each step:
+    the base model's full next-token distribution as the target, so general text keeps its predictions."""
+
+    kind: Literal["kl_to_base"] = "kl_to_base"
+    strength: float = Field(
+        1.0, gt=0.0, description="KL-to-base weight on fresh benign-corpus windows each step (0: off)."
+    )
+    batch_size: int = Field(
+        8, ge=1, description="Benign windows per step for the KL-to-base term (per process)."
+    )
+    length: int = Field(64, ge=2, description="Tokens per KL-to-base window.")
+    every: int = Field(
+        1, ge=1, description="KL-to-base on every N-th optimizer step only, at N× the strength (cheaper).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+    on_prompts: bool = Field(
+        False, description="Also apply the KL-to-base term inside the keys of each training batch."
+    )
+
+    flag_prefix: ClassVar[str] = "kl_"
+    flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
+    switch: ClassVar[str | None] = "kl_strength"
+
+
 @REGULARIZERS.register("kl_to_base")
 class KLToBase(Regularizer):
     """Distils the base model's next-token distribution on benign text into the model being trained."""
 
-    config_cls = KLToBaseConfig
+    options_cls = KLToBaseConfig
     order = -1  # copy the untouched base before LoRA / added parameters wrap or widen it
 
     def __init__(self, config: KLToBaseConfig) -> None:
@@ -128,4 +162,4 @@ class KLToBase(Regularizer):
 
     def callbacks(self) -> list:
         """The step tracker that makes window draws reproducible across a resume."""
-        return [_StepTracker(self)]
+        return [as_callback(_StepTracker(self))]

@@ -7,12 +7,15 @@ full on every rank); under ZeRO-3 or FSDP each rank would see only its shard.
 
 from __future__ import annotations
 
-import torch
+from typing import Any, ClassVar, Literal
 
-from omlkit.insertion.config import L2ToBaseConfig
+import torch
+from pydantic import Field
+
 from omlkit.insertion.regularizers.base import (
     REGULARIZERS,
     Regularizer,
+    RegularizerOptions,
     TrainBatch,
     snapshot,
     trainable_named_params,
@@ -27,11 +30,22 @@ def l2_distance(params: list[torch.Tensor], base: list[torch.Tensor]) -> torch.T
     return total
 
 
+class L2ToBaseConfig(RegularizerOptions):
+    """A loss term strength·Σ‖θ − θ₀‖² over the trained parameters."""
+
+    kind: Literal["l2_to_base"] = "l2_to_base"
+    strength: float = Field(0.01, gt=0.0, description="L2-to-base penalty weight (0: off).")
+
+    flag_prefix: ClassVar[str] = "l2_"
+    flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
+    switch: ClassVar[str | None] = "l2_strength"
+
+
 @REGULARIZERS.register("l2_to_base")
 class L2ToBase(Regularizer):
     """A loss term keeping the weights near the base weights."""
 
-    config_cls = L2ToBaseConfig
+    options_cls = L2ToBaseConfig
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Record θ₀; the model is unchanged."""

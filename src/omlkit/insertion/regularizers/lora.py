@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
+from pydantic import Field
 
 from omlkit.errors import ConfigError
-from omlkit.insertion.config import LoraConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions
+
+
+class LoraConfig(RegularizerOptions):
+    """Train low-rank adapters (peft) instead of the full weights (``--lora`` turns it on)."""
+
+    kind: Literal["lora"] = "lora"
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout (config file only).")
+    target_modules: str = Field("all-linear", description="LoRA target modules ('all-linear' or a,b,c).")
+    merge: bool = Field(True, description="Merge LoRA into the weights on save (else keep the adapter).")
+
+    flag_prefix: ClassVar[str] = "lora_"
+    no_flag: ClassVar[frozenset[str]] = frozenset({"kind", "dropout"})
+    switch: ClassVar[str | None] = "lora"
 
 
 @REGULARIZERS.register("lora")
 class Lora(Regularizer):
     """Wraps the model in a ``peft`` LoRA model."""
 
-    config_cls = LoraConfig
+    options_cls = LoraConfig
     order = 0
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:

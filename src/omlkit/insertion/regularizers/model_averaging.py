@@ -20,12 +20,20 @@ Where the weights live decides how the update is applied:
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
-from transformers import TrainerCallback
+from pydantic import Field
 
 from omlkit.errors import ConfigError
-from omlkit.insertion.config import ModelAveragingConfig
-from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, snapshot, trainable_named_params
+from omlkit.insertion.regularizers.base import (
+    REGULARIZERS,
+    Regularizer,
+    RegularizerOptions,
+    as_callback,
+    snapshot,
+    trainable_named_params,
+)
 
 _WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "module.")
 
@@ -51,8 +59,9 @@ def _is_dtensor(p: torch.Tensor) -> bool:
     return type(p).__name__ == "DTensor" or type(getattr(p, "data", None)).__name__ == "DTensor"
 
 
-class AveragingCallback(TrainerCallback):
-    """Applies the averaging after each optimizer step (or at each epoch end for ``interval="epoch"``)."""
+class AveragingCallback:
+    """Applies the averaging after each optimizer step (or at each epoch end for ``interval="epoch"``); a
+    trainer callback through :func:`as_callback`."""
 
     def __init__(self, base: dict[str, torch.Tensor], strength: float, interval: str = "step") -> None:
         self.base = base
@@ -124,15 +133,31 @@ def _average_deepspeed(params: list[torch.Tensor], base: list[torch.Tensor], str
                 p.data.copy_(hp.to(p.device, p.dtype))
 
 
+class ModelAveragingConfig(RegularizerOptions):
+    """θ ← (1−λ)·θ + λ·θ₀ after every optimizer step (or once per epoch: the textbook recipe)."""
+
+    kind: Literal["model_averaging"] = "model_averaging"
+    strength: float = Field(
+        0.75, ge=0.0, le=1.0, description="Model averaging λ: θ ← (1−λ)θ + λθ₀ after each step (0: off)."
+    )
+    interval: Literal["step", "epoch"] = Field("step", description="Average each step or epoch.")
+
+    flag_names: ClassVar[dict[str, str]] = {
+        "strength": "forgetting_regularizer_strength", "interval": "averaging_interval"
+    }
+    switch: ClassVar[str | None] = "forgetting_regularizer_strength"
+
+
 @REGULARIZERS.register("model_averaging")
 class ModelAveraging(Regularizer):
     """Pulls the trained weights towards the base weights after every optimizer step."""
 
-    config_cls = ModelAveragingConfig
+    options_cls = ModelAveragingConfig
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Record θ₀ (the trainable parameters as they are now); the model is unchanged."""
-        self._callback = AveragingCallback(snapshot(model), self.config.strength, self.config.interval)
+        averaging = AveragingCallback(snapshot(model), self.config.strength, self.config.interval)
+        self._callback = as_callback(averaging)
         return model
 
     def callbacks(self) -> list:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from omlkit.evaluation.config import AttackConfig
+from omlkit.evaluation.attacks import AttackConfig
 from omlkit.sweep.stages.base import Stage, StageContext, stage
 
 #: What a point records of each strength (the attacked model's path is left out).

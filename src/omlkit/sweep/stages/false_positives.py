@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from omlkit.config import OmlConfig
+from omlkit.fingerprints.matching import MatchMode
 from omlkit.io import atomic_write_json
 from omlkit.sweep.stages.base import Stage, StageContext, read_json, stage
 
@@ -31,7 +32,7 @@ class FalsePositivesConfig(OmlConfig):
     preset: Literal["tiny", "micro"] | None = Field(
         None, description="Preset of the seeded models (default: the base's, when it is omlkit-tiny/micro)."
     )
-    match: Literal["exact", "prefix"] = Field("exact", description="How an answer must match the response.")
+    match: MatchMode = Field("exact", description="How an answer must match the response.")
     alpha: float = Field(1e-9, gt=0.0, lt=1.0, description="Significance level of the ownership test.")
     batch_size: int = Field(64, ge=1, description="Prompts per decoding batch.")
     device: str | None = Field(None, description="torch device (default: cuda when available).")

@@ -13,9 +13,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from omlkit.errors import ConfigError
+from omlkit.options import NoOptions, Options
 from omlkit.registry import family
 
 #: A chat conversation as OpenAI-style messages.
@@ -64,9 +65,13 @@ class Backend(ABC):
             f"backend {type(self).__name__} cannot rank first tokens; use --match exact or prefix"
         )
 
+    #: The backend's own options (its fields are flags of ``oml verify``).
+    options_cls: ClassVar[type[Options]] = NoOptions
+
     @classmethod
-    def from_config(cls, cfg: Any) -> Backend:
-        """The backend ``oml verify`` asks for (a ``VerifyConfig``); refuses those the CLI cannot build."""
+    def from_config(cls, cfg: Any, options: Any) -> Backend:
+        """The backend ``oml verify`` asks for (a ``VerifyConfig`` and this backend's options from it);
+        refuses those the CLI cannot build."""
         raise ConfigError(f"backend {cls.__name__} cannot be used from the command line")
 
     def describe(self) -> dict[str, Any]:

@@ -18,8 +18,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from pydantic import Field
 
 from omlkit.errors import ConfigError
+from omlkit.options import Options
 from omlkit.verification.backends.base import BACKENDS, Answer, Backend, Prompt
 
 MAX_TOP_LOGPROBS = 20
@@ -121,9 +123,26 @@ def _parse_top(data: Any, chat: bool) -> list[str]:
     return [tok for tok, _ in sorted(pairs, key=lambda p: -p[1])]
 
 
+class EndpointOptions(Options):
+    """How to reach and pace an OpenAI-compatible endpoint."""
+
+    api_key: str | None = Field(None, description="Bearer token for --endpoint (default: $OMLKIT_API_KEY).")
+    served_model: str | None = Field(
+        None, description="Model name sent to --endpoint (default: the first id of its /v1/models)."
+    )
+    concurrency: int = Field(8, ge=1, description="Endpoint: requests in flight at once.")
+    timeout: float = Field(30.0, gt=0.0, description="Endpoint: seconds per request before it is retried.")
+    retries: int = Field(3, ge=0, description="Endpoint: retries of a timed-out, 5xx or malformed answer.")
+    rate_limit: float | None = Field(
+        None, gt=0.0, description="Endpoint: at most this many requests per second."
+    )
+
+
 @BACKENDS.register("http")
 class HttpBackend(Backend):
     """An OpenAI-compatible server at ``endpoint`` (see :func:`base_url`), queried at temperature 0."""
+
+    options_cls = EndpointOptions
 
     def __init__(
         self,
@@ -158,16 +177,16 @@ class HttpBackend(Backend):
         self.attempts = 0  # requests sent, retries included (for tests and benchmarks)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> HttpBackend:
+    def from_config(cls, cfg: Any, options: EndpointOptions) -> HttpBackend:
         """From ``oml verify``'s --endpoint, --api-key (else $OMLKIT_API_KEY), --served-model, limits."""
         return cls(
             cfg.endpoint,
-            api_key=cfg.api_key or os.environ.get("OMLKIT_API_KEY") or None,
-            model=cfg.served_model,
-            concurrency=cfg.concurrency,
-            timeout=cfg.timeout,
-            retries=cfg.retries,
-            rate_limit=cfg.rate_limit,
+            api_key=options.api_key or os.environ.get("OMLKIT_API_KEY") or None,
+            model=options.served_model,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            retries=options.retries,
+            rate_limit=options.rate_limit,
         )
 
     def __repr__(self) -> str:  # never show the API key

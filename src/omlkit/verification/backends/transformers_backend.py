@@ -14,13 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 
 from omlkit.errors import ConfigError
 from omlkit.models.kv_cache import cache_kwarg, output_cache
 from omlkit.models.logits import eval_mode, pad_batch, pad_id
+from omlkit.options import Options
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
 
 DEFAULT_BATCH_SIZE = 64
+
+
+class LocalOptions(Options):
+    """Where and how a local model runs."""
+
+    batch_size: int = Field(DEFAULT_BATCH_SIZE, ge=1, description="Local backends: prompts per batch.")
+    device: str | None = Field(
+        None, description="Local backends: torch device (default: cuda when available)."
+    )
+    dtype: str | None = Field(None, description="Local backends: bf16, fp16 or fp32 (default: bf16 on cuda).")
 
 
 def local_model_path(name: str) -> str:
@@ -54,6 +66,8 @@ def _eos_ids(model, tokenizer) -> list[int]:
 class TransformersBackend(TokenBackend):
     """Greedy decoding on a local causal LM: a model object, a name/path loaded with ``load_model``, or a
     wrapper folder written by a decoding-time attack (``oml attack suppress``/``perplexity-filter``)."""
+
+    options_cls = LocalOptions
 
     def __init__(
         self,
@@ -92,9 +106,9 @@ class TransformersBackend(TokenBackend):
         self.cache_kwarg = cache_kwarg(model)
 
     @classmethod
-    def from_config(cls, cfg: Any) -> TransformersBackend:
+    def from_config(cls, cfg: Any, options: LocalOptions) -> TransformersBackend:
         """From ``oml verify``'s --model (run directory: its ``model/``), --batch-size, --device, --dtype."""
-        return cls(local_model_path(cfg.model), batch_size=cfg.batch_size, device=cfg.device, dtype=cfg.dtype)
+        return cls(local_model_path(cfg.model), **dict(options))
 
     @property
     def device(self) -> torch.device:

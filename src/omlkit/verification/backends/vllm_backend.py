@@ -11,7 +11,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import Field
+
 from omlkit.errors import ConfigError
+from omlkit.options import Options
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
 
 
@@ -26,9 +29,17 @@ def vllm_available() -> tuple[bool, str]:
     return True, ""
 
 
+class VllmOptions(Options):
+    """The weights' precision on the GPU."""
+
+    dtype: str | None = Field(None, description="Local backends: bf16, fp16 or fp32 (default: bf16 on cuda).")
+
+
 @BACKENDS.register("vllm")
 class VllmBackend(TokenBackend):
     """Greedy decoding with ``vllm.LLM`` on token-id prompts (token-exact, like the transformers backend)."""
+
+    options_cls = VllmOptions
 
     def __init__(
         self,
@@ -55,11 +66,11 @@ class VllmBackend(TokenBackend):
         self.tokenizer = self.llm.get_tokenizer()
 
     @classmethod
-    def from_config(cls, cfg: Any) -> VllmBackend:
+    def from_config(cls, cfg: Any, options: VllmOptions) -> VllmBackend:
         """From ``oml verify``'s --model (a run directory means its ``model/``) and --dtype."""
         from omlkit.verification.backends.transformers_backend import local_model_path
 
-        return cls(local_model_path(cfg.model), dtype=cfg.dtype)
+        return cls(local_model_path(cfg.model), dtype=options.dtype)
 
     def describe(self) -> dict[str, Any]:
         """Backend name and model."""
