@@ -93,7 +93,8 @@ def compare_decoders(backend, fp_set, max_new_tokens: int, repeat: int) -> dict:
     from omlkit.models.prompts import prompt_ids
 
     tok = backend.tokenizer
-    prompts = [prompt_ids(tok, tok(fp.key, add_special_tokens=False)["input_ids"]) for fp in fp_set]
+    keys = [fp.key for fp in fp_set.fingerprints]
+    prompts = [prompt_ids(tok, tok(key, add_special_tokens=False)["input_ids"]) for key in keys]
     prompts.sort(key=len, reverse=True)  # the backend sorts by length too: the same batches
     eos = tok.eos_token_id
 
