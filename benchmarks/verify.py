@@ -6,10 +6,7 @@
    extrapolated per key. The two alternate ``--repeat`` times and each counts its median, so a drift
    in the machine's speed does not favour either. Both must give the same answer for every key they
    share.
-2. Decoders: the backend's own KV-cache loop against ``model.generate`` (``omlkit.insertion.greedy``),
-   on the same left-padded batches of the same prompts, alternating ``--repeat`` times (medians); both
-   must produce the same token ids. Issue 18 keeps the own loop only if it is >= 1.3x faster.
-3. Endpoint: keys per second through the HTTP backend against ``oml serve``'s app on loopback, with
+2. Endpoint: keys per second through the HTTP backend against ``oml serve``'s app on loopback, with
    1, 8 and 32 requests in flight (the server decodes concurrent requests together, up to
    ``--batch-size`` prompts a batch).
 
@@ -86,40 +83,6 @@ def timed(fn):
     return value, time.perf_counter() - t0
 
 
-def compare_decoders(backend, fp_set, max_new_tokens: int, repeat: int) -> dict:
-    """Seconds (medians) of the backend's own greedy loop and of ``model.generate`` on the same prompts
-    in the same batches, and whether they agree token for token."""
-    from omlkit.insertion.greedy import greedy_generate
-    from omlkit.models.prompts import prompt_ids
-
-    tok = backend.tokenizer
-    keys = [fp.key for fp in fp_set.fingerprints]
-    prompts = [prompt_ids(tok, tok(key, add_special_tokens=False)["input_ids"]) for key in keys]
-    prompts.sort(key=len, reverse=True)  # the backend sorts by length too: the same batches
-    eos = tok.eos_token_id
-
-    def own():
-        return backend.generate_token_ids(prompts, max_new_tokens)
-
-    def hf():
-        return greedy_generate(
-            backend.model, prompts, max_new_tokens, backend.pad_id, eos, backend.batch_size
-        )
-
-    own(), hf()  # warm-up
-    own_s, hf_s = [], []
-    for _ in range(repeat):
-        ids_own, secs = timed(own)
-        own_s.append(secs)
-        ids_hf, secs = timed(hf)
-        hf_s.append(secs)
-    hf_cut = [[t for t in row if t != eos] for row in ids_hf]  # generate keeps the EOS it stopped at
-    t_own, t_hf = statistics.median(own_s), statistics.median(hf_s)
-    return {"keys": len(prompts), "batch_size": backend.batch_size, "own_loop_s": t_own, "generate_s": t_hf,
-            "own_speedup": t_hf / t_own, "own_loop_s_all": own_s, "generate_s_all": hf_s,
-            "ids_agree": ids_own == hf_cut}
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=1024, help="keys for the local comparison (default 1024)")
@@ -191,8 +154,6 @@ def main(argv: list[str] | None = None) -> int:
         "max_new_tokens": batched.settings["max_new_tokens"],
     }
 
-    decoders = compare_decoders(backend, fp_set, local["max_new_tokens"], args.repeat)
-
     endpoint = []
     server_backend = TransformersBackend(backend.model, backend.tokenizer, batch_size=args.batch_size)
     ep_set = subset(fp_set, min(args.endpoint_n, args.n))
@@ -229,11 +190,6 @@ def main(argv: list[str] | None = None) -> int:
     if single_n < args.n:
         note += f"; extrapolated {per_key_single * args.n:.1f} s for {args.n}"
     table.add_row("one at a time", str(single_n), f"{t_single:.2f}", f"{1 / per_key_single:.1f}", note)
-    d = decoders
-    for run, secs in (("own KV-cache loop", d["own_loop_s"]), ("model.generate", d["generate_s"])):
-        agree_note = "same ids" if d["ids_agree"] else "IDS DIFFER"
-        table.add_row(run, str(d["keys"]), f"{secs:.2f}", f"{d['keys'] / secs:.1f}",
-                      f"own loop {d['own_speedup']:.2f}x faster; {agree_note}")
     for e in endpoint:
         table.add_row(
             f"endpoint, concurrency {e['concurrency']}",
@@ -257,7 +213,6 @@ def main(argv: list[str] | None = None) -> int:
         },
         "model": args.model,
         "local": local,
-        "decoders": decoders,
         "endpoint": endpoint,
     }
     atomic_write_json(args.out, result)

@@ -425,23 +425,26 @@ def test_cli_verify_local_model(micro_backend, micro_model, tmp_path, capsys):
     assert sum(fp.key[:20] in printed for fp in own.fingerprints) == 2
 
 
-def test_kv_cache_goes_under_the_keyword_the_model_declares(micro_model):
+def test_greedy_decoding_ignores_the_models_shipped_generation_settings(micro):
+    """A model whose generation config asks for sampling and a repetition penalty still decodes greedily:
+    the decoder gives generate its settings in full."""
+    import copy
+
     import torch
 
-    from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
-    from omlkit.models import load_model
-    from omlkit.models.kv_cache import cache_kwarg
+    from omlkit.models.decoding import greedy_batch
+    from omlkit.models.logits import pad_batch, pad_id
 
-    class OldStyle(torch.nn.Module):
-        def forward(self, input_ids=None, past_key_values=None, **kwargs):
-            return past_key_values
-
-    class NewStyle(torch.nn.Module):
-        def forward(self, input_ids=None, cache=None, **kwargs):
-            return cache
-
-    assert cache_kwarg(OldStyle()) == "past_key_values" and cache_kwarg(NewStyle()) == "cache"
-    # the attack wrapper takes either name and hands the cache on under the wrapped model's own
-    model, _ = load_model(micro_model)
-    assert cache_kwarg(NextTokenWrapper(model)) == "cache"
-    assert NextTokenWrapper(model)._cache_kwarg == cache_kwarg(model)
+    model, tok = micro
+    prompts = [tok(t)["input_ids"] for t in ("The river", "In the morning the old", "A")]
+    ids, mask = pad_batch(prompts, pad_id(tok), left=True)
+    plain = greedy_batch(model, ids, mask, 6, pad_id(tok), [tok.eos_token_id]).ids
+    odd = copy.deepcopy(model)
+    odd.generation_config.do_sample, odd.generation_config.repetition_penalty = True, 50.0
+    odd.generation_config.temperature = 5.0
+    again = greedy_batch(odd, ids, mask, 6, pad_id(tok), [tok.eos_token_id]).ids
+    assert torch.equal(plain, again)
+    # and the first step is the argmax of one plain forward over the left-padded batch
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    first = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].argmax(-1)
+    assert torch.equal(plain[:, 0], first)

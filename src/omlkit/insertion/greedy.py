@@ -1,4 +1,5 @@
-"""Batched greedy decoding on token ids, and the fingerprint-recovery check built on it.
+"""Batched greedy decoding on token ids (``omlkit.models.decoding``), and the fingerprint-recovery
+check built on it.
 
 Both benign-target generation and the early-stop check use one left-padded batch per chunk, so a
 whole fingerprint set is checked in a handful of forward passes.
@@ -11,6 +12,7 @@ from collections.abc import Sequence
 import torch
 
 from omlkit.fingerprints.matching import response_matches
+from omlkit.models.decoding import greedy_batch
 from omlkit.models.logits import eval_mode, pad_batch, pad_id
 
 
@@ -32,14 +34,10 @@ def greedy_generate(
     out: list[list[int]] = []
     with eval_mode(model):
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start : start + batch_size]
-            ids, mask = pad_batch(chunk, pad_id, left=True)
-            width = ids.shape[1]
-            gen = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                do_sample=False, pad_token_id=pad_id, eos_token_id=eos_id, num_beams=1,
-            )[:, width:].tolist()
-            for row in gen:
+            ids, mask = pad_batch(prompts[start : start + batch_size], pad_id, left=True)
+            eos = [eos_id] if eos_id is not None else []
+            gen = greedy_batch(model, ids.to(device), mask.to(device), max_new_tokens, pad_id, eos).ids
+            for row in gen.tolist():
                 if eos_id is not None and eos_id in row:
                     row = row[: row.index(eos_id) + 1]
                 out.append(row)

@@ -1,7 +1,9 @@
 """The reference attack: copies the model unchanged. Persistence must be 100% and the utility delta 0.
 
 It is the smallest complete attack — start here to write a new one: subclass :class:`Attack`, register
-it, set ``strength_field`` (an :class:`AttackConfig` list) and implement ``apply``.
+it, declare its options (an ``omlkit.options.Options`` subclass set as ``options_cls``: its fields become
+flags of ``oml attack``), name the options list holding the strengths in ``strength_field`` and
+implement ``apply``. ``tests/test_options.py`` adds one from a test module.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
-from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
+from omlkit.models.decoding import ProcessedModel
 from omlkit.models.logits import pad_batch, pad_id
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
 from omlkit.options import Options
@@ -77,7 +77,25 @@ def text_perplexities(
     return out
 
 
-class PerplexityFilter(NextTokenWrapper):
+class RefuseRows:
+    """A logits processor that forces EOS (an empty answer) in the rows it was built to refuse."""
+
+    def __init__(self, refused: torch.Tensor, eos_id: int) -> None:
+        self.rows = refused.nonzero(as_tuple=True)[0]
+        self.eos_id = eos_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``scores`` with every refused row's mass on EOS."""
+        if not len(self.rows):
+            return scores
+        rows = self.rows.to(scores.device)
+        scores = scores.clone()
+        scores[rows] = float("-inf")
+        scores[rows, self.eos_id] = 0.0
+        return scores
+
+
+class PerplexityFilter(ProcessedModel):
     """A model that answers only prompts whose reference perplexity is at most ``threshold``."""
 
     def __init__(
@@ -95,18 +113,11 @@ class PerplexityFilter(NextTokenWrapper):
             p > self.threshold for p in text_perplexities(self.reference, tokenizer, texts, max_tokens=10_000)
         ]
 
-    def next_logits(self, input_ids, attention_mask, logits, prefill):
-        """On the prompt's forward, rows over the threshold are forced to answer EOS (an empty answer)."""
-        if not prefill:
-            return logits
+    def logits_processors(self, input_ids, attention_mask) -> list:
+        """Decided once per batch, on the prompts: rows over the threshold answer EOS (an empty answer)."""
         refused = prompt_perplexities(self.reference, input_ids, attention_mask) > self.threshold
         self.last_refused = refused
-        if bool(refused.any()):
-            rows = refused.nonzero(as_tuple=True)[0].to(logits.device)
-            logits = logits.clone()
-            logits[rows] = float("-inf")
-            logits[rows, self.eos_id] = 0.0
-        return logits
+        return [RefuseRows(refused, self.eos_id)]
 
 
 @ATTACKS.register("perplexity-filter")

@@ -20,7 +20,7 @@ from pydantic import Field
 from transformers import LogitsProcessor
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
-from omlkit.evaluation.attacks.wrapping import NextTokenWrapper
+from omlkit.models.decoding import ProcessedModel
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
 from omlkit.options import Options
 
@@ -58,16 +58,16 @@ class SuppressTopToken(LogitsProcessor):
         return out
 
 
-class SuppressWrapper(NextTokenWrapper):
+class SuppressWrapper(ProcessedModel):
     """A model whose greedy next token skips an over-confident top token."""
 
     def __init__(self, model: torch.nn.Module, gate: float) -> None:
         super().__init__(model)
         self.processor = SuppressTopToken(gate)
 
-    def next_logits(self, input_ids, attention_mask, logits, prefill):
-        """The processor applied to the next-token logits."""
-        return self.processor(input_ids, logits)
+    def logits_processors(self, input_ids, attention_mask) -> list:
+        """The suppression processor, at every step."""
+        return [self.processor]
 
 
 @ATTACKS.register("suppress")

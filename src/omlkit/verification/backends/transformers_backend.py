@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from omlkit.errors import ConfigError
-from omlkit.models.kv_cache import cache_kwarg, output_cache
+from omlkit.models.decoding import greedy_batch, processed_next_scores
 from omlkit.models.logits import eval_mode, pad_batch, pad_id
 from omlkit.options import Options
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
@@ -103,7 +103,6 @@ class TransformersBackend(TokenBackend):
         self.pad_id = pad_id(tokenizer)
         self.eos_ids = _eos_ids(model, tokenizer)
         self.max_length = context_length(model)
-        self.cache_kwarg = cache_kwarg(model)
 
     @classmethod
     def from_config(cls, cfg: Any, options: LocalOptions) -> TransformersBackend:
@@ -153,54 +152,21 @@ class TransformersBackend(TokenBackend):
         ids, mask = pad_batch(rows, self.pad_id, left=True)
         return ids.to(self.device), mask.to(self.device)
 
-    def _forward(self, **kw: Any):
-        try:
-            return self.model(**kw, use_cache=True, logits_to_keep=1)
-        except TypeError:  # older architectures without logits_to_keep
-            return self.model(**kw, use_cache=True)
-
-    @torch.inference_mode()
-    def _first_logits(self, rows: list[Sequence[int]]):
-        ids, mask = self._left_pad(rows)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos)
-        return out, mask, pos
-
-    @torch.inference_mode()
     def _greedy(self, rows: list[Sequence[int]], max_new_tokens: int, top_k: int = 0) -> list[Generation]:
-        out, mask, pos = self._first_logits(rows)
-        n = len(rows)
-        eos = torch.tensor(self.eos_ids or [-1], device=self.device)
-        done = torch.zeros(n, dtype=torch.bool, device=self.device)
-        steps: list[torch.Tensor] = []
-        tops: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for step in range(max_new_tokens):
-            logits = out.logits[:, -1, :].float()  # argmax over bf16 logits is ~3x slower on CPU
-            nxt = logits.argmax(-1)
-            if top_k:
-                logp = torch.log_softmax(logits, dim=-1)
-                best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
-                tops.append((logp.gather(-1, nxt[:, None])[:, 0], best.indices, best.values))
-            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
-            steps.append(nxt)
-            done |= torch.isin(nxt, eos)
-            if bool(done.all()) or step == max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-            pos = pos[:, -1:] + 1
-            out = self._forward(
-                input_ids=nxt[:, None],
-                attention_mask=mask,
-                position_ids=pos,
-                **{self.cache_kwarg: output_cache(out)},
-            )
-        gen = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n)]
+        ids, mask = self._left_pad(rows)
+        out = greedy_batch(
+            self.model, ids, mask, max_new_tokens, self.pad_id, self.eos_ids, scores=bool(top_k)
+        )
+        logp = [torch.log_softmax(step.float(), dim=-1) for step in out.scores or ()]
         result = []
-        for r, row in enumerate(gen):
+        for r, row in enumerate(out.ids.tolist()):
             cut = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             kept = row[:cut] if cut is not None else row
-            lp = [float(t[0][r]) for t in tops[: len(kept)]]
-            top = [list(zip(t[1][r].tolist(), t[2][r].tolist(), strict=True)) for t in tops[: len(kept)]]
+            lp, top = [], []
+            for j, token in enumerate(kept if top_k else ()):
+                best = logp[j][r].topk(min(top_k, logp[j].shape[-1]))
+                lp.append(float(logp[j][r, token]))
+                top.append(list(zip(best.indices.tolist(), best.values.tolist(), strict=True)))
             result.append(Generation(kept, cut is not None, lp, top))
         return result
 
@@ -252,8 +218,7 @@ class TransformersBackend(TokenBackend):
             raise ConfigError(f"rank k must be >= 1 (got {k})")
 
         def top(rows: list[Sequence[int]]) -> list[list[str]]:
-            out, _, _ = self._first_logits(rows)
-            logits = out.logits[:, -1, :].float()
+            logits = processed_next_scores(self.model, *self._left_pad(rows))
             idx = logits.topk(min(k, logits.shape[-1]), dim=-1).indices.tolist()
             return [[self.tokenizer.decode([t]) for t in row] for row in idx]
 
