@@ -116,6 +116,117 @@ def _top_dict(tok: Any, step: list[tuple[int, float]]) -> dict[str, float]:
     return top
 
 
+class OpenAIServer:
+    """What the routes of :func:`create_app` do, one named step each: check the key, turn a request into
+    prompt ids, decode them through the batcher, and shape the OpenAI response."""
+
+    def __init__(self, backend: Any, name: str, api_key: str | None, max_tokens_limit: int, max_batch: int):
+        from omlkit.verification.batching import DecodeBatcher
+
+        self.backend, self.name, self.api_key = backend, name, api_key
+        self.max_tokens_limit = max_tokens_limit
+        self.tok = backend.tokenizer
+        self.vocab = backend.model.get_input_embeddings().weight.shape[0]
+        self.batcher = DecodeBatcher(backend, max_batch=max_batch)
+
+    def check_key(self, request: Request) -> None:
+        """401 unless the request carries the server's bearer token (when it has one)."""
+        if self.api_key and request.headers.get("authorization", "") != f"Bearer {self.api_key}":
+            raise _ApiError(401, "missing or wrong API key", "authentication_error")
+
+    def decode(self, prompts: list[list[int]], max_tokens: int | None, top_k: int, n: int) -> list:
+        """Greedy generations of ``prompts``; 400 for settings or prompts the server refuses."""
+        max_tokens = 16 if max_tokens is None else max_tokens
+        if not 1 <= max_tokens <= self.max_tokens_limit:
+            limit = self.max_tokens_limit
+            raise _ApiError(400, f"max_tokens must be between 1 and {limit} (got {max_tokens})")
+        if n != 1:
+            raise _ApiError(400, "only n=1 is supported (decoding is greedy)")
+        if any(not 0 <= t < self.vocab for p in prompts for t in p):
+            raise _ApiError(400, f"prompt token ids must lie in [0, {self.vocab})")
+        gens, errors = self.batcher.generate(prompts, max_tokens, top_k=top_k)
+        bad = next((e for e in errors if e), None)
+        if bad:
+            raise _ApiError(400, bad)
+        return gens
+
+    def completion_prompts(self, prompt: Any) -> list[list[int]]:
+        """Token ids of a completions ``prompt``: a string, a list of strings, ids, or lists of ids."""
+        tok = self.tok
+        if isinstance(prompt, str):
+            return [list(tok(prompt, add_special_tokens=True)["input_ids"])]
+        if prompt and all(isinstance(x, int) for x in prompt):
+            return [list(prompt)]
+        if prompt:
+            return [list(tok(x, add_special_tokens=True)["input_ids"]) if isinstance(x, str) else list(x)
+                    for x in prompt]
+        raise _ApiError(400, "prompt is empty")
+
+    def chat_prompts(self, messages: list[ChatMessage]) -> list[list[int]]:
+        """Token ids of a conversation (400 for a tokenizer without a chat template)."""
+        try:
+            return [chat_prompt_ids(self.tok, [m.model_dump(include={"role", "content"}) for m in messages])]
+        except ValueError as exc:
+            raise _ApiError(400, str(exc)) from None
+
+    def completion_choice(self, index: int, gen: Any, stop: Any, top_k: int) -> dict[str, Any]:
+        """One ``text_completion`` choice, with completions-style logprobs when ``top_k``."""
+        tok = self.tok
+        text, stopped = _cut_at_stop(tok.decode(gen.ids, skip_special_tokens=True), stop)
+        choice: dict[str, Any] = {"index": index, "text": text, "finish_reason": _finish(gen, stopped),
+                                  "logprobs": None}
+        if top_k:
+            tokens = [tok.decode([t]) for t in gen.ids]
+            choice["logprobs"] = {
+                "tokens": tokens,
+                "token_logprobs": gen.logprobs,
+                "top_logprobs": [_top_dict(tok, step) for step in gen.top],
+                "text_offset": [sum(len(x) for x in tokens[:j]) for j in range(len(tokens))],
+            }
+        return choice
+
+    def chat_choice(self, gen: Any, stop: Any, top_k: int, top_logprobs: int) -> dict[str, Any]:
+        """The ``chat.completion`` choice, with chat-style logprobs when ``top_k``."""
+        tok = self.tok
+        text, stopped = _cut_at_stop(tok.decode(gen.ids, skip_special_tokens=True), stop)
+        choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": _finish(gen, stopped), "logprobs": None}
+        if top_k:
+            choice["logprobs"] = {"content": [
+                {"token": tok.decode([t]), "logprob": lp,
+                 "top_logprobs": [{"token": tok.decode([i]), "logprob": v} for i, v in step][:top_logprobs]}
+                for t, lp, step in zip(gen.ids, gen.logprobs, gen.top, strict=False)
+            ]}
+        return choice
+
+    def response(self, kind: str, prompts: list[list[int]], gens: list, choices: list) -> dict[str, Any]:
+        """The response body around ``choices``: id, object ``kind``, model and token usage."""
+        p, c = sum(len(x) for x in prompts), sum(len(g.ids) for g in gens)
+        prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
+        return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind, "created": int(time.time()),
+                "model": self.name, "choices": choices,
+                "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+
+
+def _finish(gen: Any, stopped: bool) -> str:
+    return "stop" if gen.finished or stopped else "length"
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """OpenAI-style error bodies: ours as raised, invalid bodies as 400 ``invalid_request_error``."""
+
+    @app.exception_handler(_ApiError)
+    async def _api_error(_: Request, exc: _ApiError) -> JSONResponse:
+        return JSONResponse(
+            status_code=exc.status,
+            content={"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(status_code=400, content=_validation_error(exc))
+
+
 def create_app(
     model_path: Any = None,
     *,
@@ -133,150 +244,41 @@ def create_app(
     concurrent requests are decoded in one batch (``app.state.batcher.stats`` counts them)."""
     from omlkit.models.loading import DEFAULT_MODEL
     from omlkit.verification.backends.transformers_backend import TransformersBackend
-    from omlkit.verification.batching import DecodeBatcher
 
     if backend is None:
         model_path = model_path if model_path is not None else DEFAULT_MODEL
         backend = TransformersBackend(model_path, device=device, dtype=dtype, batch_size=max_batch)
     name = served_name or (str(model_path) if model_path is not None else backend.name)
-    tok = backend.tokenizer
-    vocab = backend.model.get_input_embeddings().weight.shape[0]
-    batcher = DecodeBatcher(backend, max_batch=max_batch)
+    server = OpenAIServer(backend, name, api_key, max_tokens_limit, max_batch)
     app = FastAPI(title="omlkit serve", description=f"greedy OpenAI-compatible server for {name}")
-    app.state.backend = backend
-    app.state.batcher = batcher
-
-    @app.exception_handler(_ApiError)
-    async def _api_error(_: Request, exc: _ApiError) -> JSONResponse:
-        return JSONResponse(
-            status_code=exc.status,
-            content={"error": {"message": exc.message, "type": exc.kind, "code": exc.status}},
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse(status_code=400, content=_validation_error(exc))
-
-    def check_key(request: Request) -> None:
-        if api_key and request.headers.get("authorization", "") != f"Bearer {api_key}":
-            raise _ApiError(401, "missing or wrong API key", "authentication_error")
-
-    def run(prompts: list[list[int]], max_tokens: int | None, top_k: int, n: int) -> list:
-        max_tokens = 16 if max_tokens is None else max_tokens
-        if not 1 <= max_tokens <= max_tokens_limit:
-            raise _ApiError(400, f"max_tokens must be between 1 and {max_tokens_limit} (got {max_tokens})")
-        if n != 1:
-            raise _ApiError(400, "only n=1 is supported (decoding is greedy)")
-        if any(not 0 <= t < vocab for p in prompts for t in p):
-            raise _ApiError(400, f"prompt token ids must lie in [0, {vocab})")
-        gens, errors = batcher.generate(prompts, max_tokens, top_k=top_k)
-        bad = next((e for e in errors if e), None)
-        if bad:
-            raise _ApiError(400, bad)
-        return gens
-
-    def usage(prompts: list[list[int]], gens: list) -> dict[str, int]:
-        p, c = sum(len(x) for x in prompts), sum(len(g.ids) for g in gens)
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
-
-    def finish(gen, stopped: bool) -> str:
-        return "stop" if gen.finished or stopped else "length"
+    app.state.backend, app.state.batcher = backend, server.batcher
+    _add_error_handlers(app)
+    keyed = [Depends(server.check_key)]
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/models", dependencies=[Depends(check_key)])
+    @app.get("/v1/models", dependencies=keyed)
     def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "omlkit"}],
-        }
+        entry = {"id": name, "object": "model", "created": 0, "owned_by": "omlkit"}
+        return {"object": "list", "data": [entry]}
 
-    @app.post("/v1/completions", dependencies=[Depends(check_key)])
+    @app.post("/v1/completions", dependencies=keyed)
     def completions(req: CompletionRequest) -> dict[str, Any]:
-        p = req.prompt
-        if isinstance(p, str):
-            prompts = [list(tok(p, add_special_tokens=True)["input_ids"])]
-        elif p and all(isinstance(x, int) for x in p):
-            prompts = [list(p)]  # type: ignore[arg-type]
-        elif p:
-            prompts = [
-                list(tok(x, add_special_tokens=True)["input_ids"]) if isinstance(x, str) else list(x)
-                for x in p
-            ]  # type: ignore[union-attr]
-        else:
-            raise _ApiError(400, "prompt is empty")
+        prompts = server.completion_prompts(req.prompt)
         top_k = req.logprobs or 0
-        gens = run(prompts, req.max_tokens, top_k, req.n)
-        choices = []
-        for i, g in enumerate(gens):
-            text, stopped = _cut_at_stop(tok.decode(g.ids, skip_special_tokens=True), req.stop)
-            choice: dict[str, Any] = {
-                "index": i,
-                "text": text,
-                "finish_reason": finish(g, stopped),
-                "logprobs": None,
-            }
-            if top_k:
-                tokens = [tok.decode([t]) for t in g.ids]
-                offsets = [sum(len(x) for x in tokens[:j]) for j in range(len(tokens))]
-                top = [_top_dict(tok, step) for step in g.top]
-                choice["logprobs"] = {
-                    "tokens": tokens,
-                    "token_logprobs": g.logprobs,
-                    "top_logprobs": top,
-                    "text_offset": offsets,
-                }
-            choices.append(choice)
-        return {
-            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": choices,
-            "usage": usage(prompts, gens),
-        }
+        gens = server.decode(prompts, req.max_tokens, top_k, req.n)
+        choices = [server.completion_choice(i, g, req.stop, top_k) for i, g in enumerate(gens)]
+        return server.response("text_completion", prompts, gens, choices)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_key)])
+    @app.post("/v1/chat/completions", dependencies=keyed)
     def chat_completions(req: ChatRequest) -> dict[str, Any]:
-        try:
-            prompts = [
-                chat_prompt_ids(tok, [m.model_dump(include={"role", "content"}) for m in req.messages])
-            ]
-        except ValueError as exc:
-            raise _ApiError(400, str(exc)) from None
+        prompts = server.chat_prompts(req.messages)
         top_k = (req.top_logprobs or 1) if req.logprobs else 0
-        gens = run(prompts, req.max_completion_tokens or req.max_tokens, top_k, req.n)
-        g = gens[0]
-        text, stopped = _cut_at_stop(tok.decode(g.ids, skip_special_tokens=True), req.stop)
-        choice: dict[str, Any] = {
-            "index": 0,
-            "message": {"role": "assistant", "content": text},
-            "finish_reason": finish(g, stopped),
-            "logprobs": None,
-        }
-        if top_k:
-            choice["logprobs"] = {
-                "content": [
-                    {
-                        "token": tok.decode([t]),
-                        "logprob": lp,
-                        "top_logprobs": [{"token": tok.decode([i]), "logprob": v} for i, v in step][
-                            : req.top_logprobs or 0
-                        ],
-                    }
-                    for t, lp, step in zip(g.ids, g.logprobs, g.top, strict=False)
-                ]
-            }
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": name,
-            "choices": [choice],
-            "usage": usage(prompts, gens),
-        }
+        gens = server.decode(prompts, req.max_completion_tokens or req.max_tokens, top_k, req.n)
+        choice = server.chat_choice(gens[0], req.stop, top_k, req.top_logprobs or 0)
+        return server.response("chat.completion", prompts, gens, [choice])
 
     return app
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
 import httpx
+from anyio.from_thread import start_blocking_portal
 from pydantic import Field
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from omlkit.errors import ConfigError
 from omlkit.options import Options
@@ -57,25 +58,10 @@ def base_url(endpoint: str) -> str:
 
 
 def run_sync(coro_factory: Callable[[], Awaitable[Any]]) -> Any:
-    """Run a coroutine to completion from sync code, also when called inside a running event loop."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro_factory())
-    box: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            box["value"] = asyncio.run(coro_factory())
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    t = threading.Thread(target=worker, daemon=True)
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    """Run a coroutine to completion from sync code, also when called inside a running event loop
+    (anyio's blocking portal runs it on an event loop of its own thread)."""
+    with start_blocking_portal() as portal:
+        return portal.call(coro_factory)
 
 
 class _RateLimiter:
@@ -244,19 +230,23 @@ class HttpBackend(Backend):
     async def _post(
         self, client, sem, limiter, path: str, payload: dict, parse: Callable
     ) -> tuple[Any, str | None]:
-        reason = "not attempted"
-        for attempt in range(self.retries + 1):
-            await limiter.wait()
-            try:
-                async with sem:
-                    return await self._post_once(client, path, payload, parse), None
-            except _Failure as exc:
-                reason = exc.reason
-                if not exc.retry:
-                    return None, reason
-            if attempt < self.retries:
-                await asyncio.sleep(min(self.max_backoff, self.backoff * 2**attempt))
-        return None, f"{reason} (after {self.retries + 1} attempts)"
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries + 1),
+            wait=wait_exponential(multiplier=self.backoff, max=self.max_backoff),
+            retry=retry_if_exception(lambda exc: isinstance(exc, _Failure) and exc.retry),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    await limiter.wait()
+                    async with sem:
+                        return await self._post_once(client, path, payload, parse), None
+        except _Failure as exc:
+            if not exc.retry:
+                return None, exc.reason
+            return None, f"{exc.reason} (after {self.retries + 1} attempts)"
+        return None, "not attempted"
 
     async def _all(
         self, prompts: Sequence[Prompt], make: Callable[[Prompt, str], tuple[str, dict, Callable]]
