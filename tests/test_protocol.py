@@ -18,6 +18,7 @@ from sqlalchemy import func, select
 
 from omlkit.errors import ProtocolError
 from omlkit.fingerprints import FingerprintSet
+from omlkit.io import sha256_bytes
 from omlkit.protocol.identity import Identity, recover_signer, verify_signature
 from omlkit.protocol.ledger import (
     Base,
@@ -103,13 +104,39 @@ def counts(ledger: Ledger) -> dict[str, int]:
     return out
 
 
+HOST_ENDPOINT = "http://host.example:8800/v1"
+
+
+class HostUnderTest:
+    """The host's endpoint as the platform's verifier reaches it: answers each key as the fingerprinted
+    model does (the response, then more text) unless ``answers`` says otherwise; a ``compliant`` host
+    first obtains σ for every query, as ``oml host proxy`` does. Records every request it got."""
+
+    def __init__(self, world: World) -> None:
+        self.world, self.answers, self.compliant, self.asked = world, {}, False, []
+
+    def __call__(self, host, prompts, max_new_tokens: int) -> list:
+        self.asked.append((host.address, host.endpoint, len(prompts), max_new_tokens))
+        out = []
+        for prompt in prompts:
+            key = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+            fp = next(f for f in self.world.fps.fingerprints if f.key == key)
+            if self.compliant:
+                permit = self.world.permit(PermissionRequest.create(self.world.host, MODEL, key))
+                assert permit.status_code == 200
+            out.append(self.answers.get(fp.id, fp.response + " and more"))
+        return out
+
+
 class World:
-    """A platform with one registered model and one registered host, reachable in-process over HTTP."""
+    """A platform with one registered model and one registered host, reachable in-process over HTTP; the
+    verifier asks :class:`HostUnderTest` (``world.served``), a rogue host until told otherwise."""
 
     def __init__(self, ledger: Ledger, time_window_s: float = 60.0) -> None:
         self.ledger = ledger
         self.platform_id = Identity.new()
-        self.platform = Platform(ledger, self.platform_id, time_window_s=time_window_s)
+        self.served = HostUnderTest(self)
+        self.platform = Platform(ledger, self.platform_id, time_window_s=time_window_s, observe=self.served)
         self.http = TestClient(create_app(self.platform, ADMIN, max_body_bytes=64 * 1024))
         self.admin = {"Authorization": f"Bearer {ADMIN}"}
         self.host = Identity.new()
@@ -120,22 +147,23 @@ class World:
             == 201
         )
         assert (
-            self.http.post("/v1/hosts", json={"address": self.host.address}, headers=self.admin).status_code
+            self.http.post("/v1/hosts", json={"address": self.host.address, "endpoint": HOST_ENDPOINT},
+                           headers=self.admin).status_code
             == 201
         )
 
     def permit(self, request: PermissionRequest):
         return self.http.post("/v1/permissions", json=request.model_dump(mode="json"))
 
-    def proofs(self, ids, answers=None, host=None, tamper=None) -> dict:
-        answers = answers or {}
+    def proofs(self, ids, claims=None, host=None, tamper=None) -> dict:
+        """A submission revealing ``ids``; ``claims`` are answers a prover says it got (ignored)."""
         proofs = []
         for fp in self.fps.fingerprints:
             if fp.id in ids:
                 proofs.append(
                     Proof(
                         fingerprint_id=fp.id,
-                        answer=answers.get(fp.id, fp.response + " and more"),
+                        answer=(claims or {}).get(fp.id),
                         key=fp.key,
                         response=(tamper or {}).get(fp.id, fp.response),
                         salt=self.reveal.salts[fp.id],
@@ -373,11 +401,60 @@ def test_permitted_keys_are_compliant(world):
 
 
 def test_mismatching_answers_are_not_a_violation(world):
-    answers = {i: "something else entirely" for i in range(4)}
-    report = world.http.post("/v1/proofs", json=world.proofs({0, 1, 2, 3}, answers=answers)).json()
+    world.served.answers = {i: "something else entirely" for i in range(4)}
+    report = world.http.post("/v1/proofs", json=world.proofs({0, 1, 2, 3})).json()
     assert report["outcome"] == "compliant" and report["unpermitted_matched"] == 0
     few = world.http.post("/v1/proofs", json=world.proofs({4, 5})).json()  # 2 matches: p ~ 1e-6 > alpha
     assert few["outcome"] == "not_proven" and few["violation"] is None
+
+
+def test_a_lying_prover_cannot_frame_a_compliant_host(world):
+    """Made-up matching answers for a compliant host: the verifier asks the host itself, which obtains σ
+    for each of those queries, so the outcome is compliant and nothing is signed against it."""
+    world.served.compliant = True
+    claims = {fp.id: fp.response for fp in world.fps.fingerprints[:6]}
+    report = world.http.post("/v1/proofs", json=world.proofs(set(claims), claims=claims)).json()
+    assert report["outcome"] == "compliant" and report["permitted"] == 6 and report["violation"] is None
+    assert world.served.asked == [(world.host.address, HOST_ENDPOINT, 6, 16)]
+    assert world.http.get("/v1/violations").json()["violations"] == []
+
+
+def test_claimed_answers_count_for_nothing_only_what_the_host_answers(world):
+    """A rogue host's real answers make the violation, whatever the prover claims it saw; the record
+    names the endpoint the platform asked and hashes what it observed there."""
+    claims = {i: "not the response" for i in range(5)}
+    report = world.http.post("/v1/proofs", json=world.proofs({0, 1, 2, 3, 4}, claims=claims)).json()
+    assert report["outcome"] == "violation" and report["endpoint"] == HOST_ENDPOINT
+    fp0 = world.fps.fingerprints[0]
+    observed = sha256_bytes((fp0.response + " and more").encode())
+    assert report["keys"][0]["answer_sha256"] == observed
+    assert check_violation_record(report["violation"], world.platform_id.address).endpoint == HOST_ENDPOINT
+
+
+def test_another_hosts_evidence_cannot_be_replayed(world):
+    """Proofs naming a second, compliant host are checked at that host's endpoint, never with what the
+    rogue host answered; and keys once revealed are spent for every host."""
+    rogue = world.http.post("/v1/proofs", json=world.proofs({0, 1, 2, 3, 4})).json()
+    assert rogue["outcome"] == "violation"
+    other, other_endpoint = Identity.new(), "http://other.example/v1"
+    body = {"address": other.address, "endpoint": other_endpoint}
+    assert world.http.post("/v1/hosts", json=body, headers=world.admin).status_code == 201
+    replay = world.proofs({0, 1, 2, 3, 4}, host=other.address)
+    refused(world.http.post("/v1/proofs", json=replay), 409, "Spent", "already spent")
+    world.served.answers = {i: "an honest model's answer" for i in range(5, 10)}
+    fresh = world.http.post("/v1/proofs", json=world.proofs({5, 6, 7, 8, 9}, host=other.address)).json()
+    assert fresh["outcome"] == "compliant" and fresh["endpoint"] == other_endpoint
+    assert world.served.asked[-1][:2] == (other.address, other_endpoint)
+
+
+def test_a_host_without_an_endpoint_cannot_be_proven(world):
+    silent = Identity.new()
+    reply = world.http.post("/v1/hosts", json={"address": silent.address}, headers=world.admin)
+    assert reply.status_code == 201
+    before = counts(world.ledger)
+    refused(world.http.post("/v1/proofs", json=world.proofs({0}, host=silent.address)), 409, "NoEndpoint",
+            "registered no endpoint")
+    assert counts(world.ledger) == before
 
 
 def test_out_of_range_ids_and_unencodable_text_in_proofs_are_4xx(world):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from pathlib import Path
 
 import httpx
 import pytest
@@ -151,17 +152,22 @@ def test_compliant_host_and_rogue_host(db, upstream, fingerprint_file, tmp_path,
         assert stat.S_IMODE(reveal.stat().st_mode) == 0o600
         for key in (compliant_key, rogue_key):
             assert run_cli(capsys, "keys", "new", "--out", str(key))[0] == 0
-            code, out, err = run_cli(
-                capsys, "platform", "register-host", "--platform", plat.url, "--key", str(key)
-            )
-            assert code == 0, err
         compliant, rogue = Identity.load(compliant_key), Identity.load(rogue_key)
+
+        def register(key: Path, endpoint: str) -> None:
+            """A licensed host and the public endpoint it serves at (where the verifier asks)."""
+            code, out, err = run_cli(capsys, "platform", "register-host", "--platform", plat.url,
+                                     "--key", str(key), "--endpoint", endpoint)
+            assert code == 0, err
+
+        register(rogue_key, upstream)  # the rogue host will serve the model directly
 
         log = tmp_path / "proxy.jsonl"
         proxy_cfg = ProxyConfig(
             upstream=upstream, platform=plat.url, key=compliant_key, model_id=MODEL, log=log
         )
         with ServerThread(create_proxy_app(proxy_cfg, compliant)) as proxy:
+            register(compliant_key, proxy.url)
             # an ordinary chat request through the proxy is accounted for by its last user message
             chat = httpx.post(
                 f"{proxy.url}/v1/chat/completions",
@@ -173,12 +179,10 @@ def test_compliant_host_and_rogue_host(db, upstream, fingerprint_file, tmp_path,
                 },
             )
             assert chat.status_code == 200, chat.text
-            # the compliant host: every key the prover sends gets σ first, so no violation
+            # the compliant host: every key the verifier sends gets σ first, so no violation
             code, out, err = run_cli(
                 capsys,
                 "prove",
-                "--endpoint",
-                proxy.url,
                 "--fingerprints",
                 str(fingerprint_file),
                 "--platform",
@@ -215,8 +219,6 @@ def test_compliant_host_and_rogue_host(db, upstream, fingerprint_file, tmp_path,
         code, out, err = run_cli(
             capsys,
             "prove",
-            "--endpoint",
-            upstream,
             "--fingerprints",
             str(fingerprint_file),
             "--platform",
@@ -239,8 +241,6 @@ def test_compliant_host_and_rogue_host(db, upstream, fingerprint_file, tmp_path,
         code, out, err = run_cli(
             capsys,
             "prove",
-            "--endpoint",
-            upstream,
             "--fingerprints",
             str(fingerprint_file),
             "--platform",

@@ -92,7 +92,9 @@ def _register_host(cfg: RegisterHostConfig) -> None:
         raise ConfigError("register-host: give exactly one of --address or --key")
     address = cfg.address or Identity.load(cfg.key).address
     with PlatformClient(cfg.platform, admin_token=resolve_admin_token(cfg.admin_token)) as client:
-        _print(client.register_host(RegisterHost(address=address, name=cfg.name)))
+        _print(client.register_host(RegisterHost(
+            address=address, name=cfg.name, endpoint=cfg.endpoint, served_model=cfg.served_model
+        )))
 
 
 config_command(platform_app, "serve", PlatformConfig, _serve_platform)
@@ -141,6 +143,8 @@ def _prove(cfg: ProveConfig) -> None:
 
     if cfg.out is not None and cfg.out.exists() and not cfg.force:
         raise ProtocolError(f"{cfg.out} already exists (pass --force to overwrite)")
+    if cfg.endpoint is not None:
+        typer.echo("note: --endpoint is not used; the platform asks the host's registered endpoint", err=True)
     report = prove(cfg)
     data = report.model_dump(mode="json")
     if cfg.out is not None:

@@ -73,6 +73,10 @@ class RegisterHostConfig(OmlConfig):
     address: str | None = Field(None, description="Host address (0x...).")
     key: Path | None = Field(None, description="Host key file to take the address from.")
     name: str = Field("", description="Free-form name of the host.")
+    endpoint: str | None = Field(
+        None, description="Host's public OpenAI-compatible URL; the verifier asks revealed keys there."
+    )
+    served_model: str | None = Field(None, description="Model name sent to --endpoint (default: its first).")
     admin_token: str | None = Field(None, repr=False, description=f"Admin token (or ${ADMIN_TOKEN_ENV})")
 
 
@@ -101,16 +105,18 @@ class ProxyConfig(OmlConfig):
 
 
 class ProveConfig(OmlConfig):
-    """`oml prove`: send unspent fingerprint keys to a host endpoint and submit the proofs."""
+    """`oml prove`: reveal unspent fingerprint keys to the platform, which asks the host's endpoint."""
 
-    endpoint: str = Field(description="The host's public OpenAI-compatible base URL.")
+    endpoint: str | None = Field(
+        None, description="Not used any more: the platform asks the endpoint the host registered."
+    )
     fingerprints: Path = Field(description="Fingerprint file of the registered model.")
     platform: str = Field(description="Platform base URL.")
     reveal_file: Path = Field(description="Reveal file written at registration.")
     host_address: str = Field(description="Address of the host being proven.")
     count: int | None = Field(None, gt=0, description="Keys to spend (default: every unspent key).")
-    max_new_tokens: int = Field(16, gt=0, description="Tokens to generate per key.")
-    chat: bool = Field(False, description="Use /v1/chat/completions instead of /v1/completions.")
+    max_new_tokens: int = Field(16, gt=0, le=512, description="Tokens the verifier asks per key.")
+    chat: bool = Field(False, description="The verifier asks via chat completions (else completions).")
     seed: int = Field(0, description="Seed of the key sample.")
     out: Path | None = Field(None, description="Write the signed report here (JSON).")
     force: bool = Field(False, description="Overwrite --out.")

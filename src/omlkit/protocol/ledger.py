@@ -67,6 +67,8 @@ class HostRow(Base):
     address: Mapped[str] = mapped_column(String(42), primary_key=True)
     name: Mapped[str] = mapped_column(String(128), default="")
     created_at: Mapped[float] = mapped_column(Float)
+    endpoint: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    served_model: Mapped[str | None] = mapped_column(String(256), nullable=True)
 
 
 class PermissionRow(Base):

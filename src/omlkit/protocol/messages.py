@@ -32,10 +32,16 @@ Address = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{40}$")]
 Signature = Annotated[str, Field(pattern=r"^0x[0-9a-fA-F]{130}$")]
 ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@-]{0,127}$")]
 Nonce = Annotated[str, Field(pattern=r"^[0-9a-f]{16,64}$")]
+Endpoint = Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$", max_length=512)]
+
 MAX_TEXT = 65536  # characters of a key, response or answer
 MAX_ID = 2**63 - 1  # fingerprint ids are 64-bit signed integers in the ledger
 MAX_PROOFS = 1024
 MAX_COMMITMENTS = 100_000
+MAX_ANSWER_TOKENS = 512
+#: Fields added to signed records after records were first signed: left out of the signed payload while
+#: None, so a record signed before they existed still verifies.
+LATER_SIGNED_FIELDS = frozenset({"endpoint"})
 REVEAL_FORMAT = "omlkit.reveal/1"
 
 
@@ -61,8 +67,9 @@ class Signed(_Model):
     """A message with a ``signature`` over the canonical JSON of all its other fields."""
 
     def payload(self) -> dict[str, Any]:
-        """The dict that is signed: every field except ``signature``."""
-        return self.model_dump(mode="json", exclude={"signature"})
+        """The dict that is signed: every field except ``signature`` (and later fields while None)."""
+        data = self.model_dump(mode="json", exclude={"signature"})
+        return {k: v for k, v in data.items() if not (k in LATER_SIGNED_FIELDS and v is None)}
 
     def signer(self) -> str:
         """Address that made ``signature``; ProtocolError when it is malformed."""
@@ -108,10 +115,13 @@ class RegisterModel(_Model):
 
 
 class RegisterHost(_Model):
-    """Owner/admin -> platform: a host that signed the licence agreement."""
+    """Owner/admin -> platform: a host that signed the licence agreement, and the public endpoint it
+    serves the model at (where the platform's verifier asks the keys a prover reveals)."""
 
     address: Address
     name: str = Field(default="", max_length=128)
+    endpoint: Endpoint | None = None
+    served_model: str | None = Field(default=None, max_length=256)
 
 
 class RevealFile(_Model):
@@ -219,7 +229,8 @@ class Permission(Signed):
 
 
 class Proof(_Model):
-    """One fingerprint a prover sent to a host: the host's answer and the opened commitment."""
+    """One fingerprint a prover reveals: the opened commitment. ``answer`` is accepted from older
+    provers and ignored: the platform's verifier asks the host itself (docs/protocol.md)."""
 
     fingerprint_id: int = Field(ge=0, le=MAX_ID)
     answer: WireText | None = Field(default=None, max_length=MAX_TEXT)
@@ -234,11 +245,14 @@ class Proof(_Model):
 
 
 class ProofSubmission(_Model):
-    """Prover -> platform: the host that was queried, the model, and one proof per fingerprint key sent."""
+    """Prover -> platform: the host to check, the model, one opened fingerprint per key to spend, and
+    how the verifier is to ask the host (chat or raw completion, tokens to generate)."""
 
     host: Address
     model_id: ModelId
     proofs: list[Proof] = Field(min_length=1, max_length=MAX_PROOFS)
+    chat: bool = False
+    max_new_tokens: int = Field(default=16, ge=1, le=MAX_ANSWER_TOKENS)
 
     @field_validator("proofs")
     @classmethod
@@ -273,6 +287,7 @@ class ViolationRecord(Signed):
     platform: Address
     host: Address
     model_id: ModelId
+    endpoint: str | None = None  # where the platform observed the answers (records since 2026-12-03)
     timestamp: float
     match: str
     checked: int
@@ -291,6 +306,7 @@ class VerificationReport(Signed):
     platform: Address
     host: Address
     model_id: ModelId
+    endpoint: str | None = None
     timestamp: float
     outcome: Literal["compliant", "violation", "not_proven"]
     checked: int

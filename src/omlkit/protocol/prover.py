@@ -1,15 +1,14 @@
-"""The prover: act as an ordinary user of a host, send it unspent fingerprint keys, and submit proofs.
+"""The prover: pick unspent fingerprint keys and reveal them to the platform, naming the host to check.
 
-The keys go to the host's public OpenAI-compatible endpoint through a verification backend (the
-``http`` backend by default; any :class:`~omlkit.verification.backends.base.Backend` can be passed in).
-The answers, with each fingerprint opened by its salt from the reveal file, go to the platform, whose
-verifier decides and signs. Nothing here prints a key or a response.
+Each fingerprint is opened by its salt from the reveal file. The prover brings no answers: the
+platform's verifier sends the keys to the host's registered endpoint itself and decides on what it
+observed (docs/protocol.md), so a prover can neither frame a compliant host nor replay another host's
+answers. Nothing here prints a key or a response.
 """
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from omlkit.errors import ProtocolError
 from omlkit.fingerprints import Fingerprint, FingerprintSet
@@ -17,13 +16,6 @@ from omlkit.protocol.client import PlatformClient
 from omlkit.protocol.config import ProveConfig
 from omlkit.protocol.identity import normalize_address
 from omlkit.protocol.messages import Proof, ProofSubmission, RevealFile, VerificationReport
-
-
-def http_backend(endpoint: str, timeout: float = 120.0) -> Any:
-    """The registered ``http`` verification backend for ``endpoint``."""
-    from omlkit.verification.backends import BACKENDS
-
-    return BACKENDS.get("http")(endpoint, timeout=timeout)
 
 
 def choose_keys(
@@ -45,27 +37,17 @@ def choose_keys(
     return left
 
 
-def collect_proofs(
-    backend: Any,
-    fingerprints: list[Fingerprint],
-    reveal: RevealFile,
-    *,
-    max_new_tokens: int,
-    chat: bool = False,
-) -> list[Proof]:
-    """Ask the host each key (raw completion, or a one-message chat) and pair each answer with its reveal."""
-    prompts = [[{"role": "user", "content": fp.key}] if chat else fp.key for fp in fingerprints]
-    answers = backend.generate(prompts, max_new_tokens)
+def open_proofs(fingerprints: list[Fingerprint], reveal: RevealFile) -> list[Proof]:
+    """Each fingerprint opened by its salt: what the verifier checks against the commitment."""
     return [
-        Proof(fingerprint_id=fp.id, answer=answer, key=fp.key, response=fp.response, salt=reveal.salts[fp.id])
-        for fp, answer in zip(fingerprints, answers, strict=True)
+        Proof(fingerprint_id=fp.id, key=fp.key, response=fp.response, salt=reveal.salts[fp.id])
+        for fp in fingerprints
     ]
 
 
-def prove(
-    config: ProveConfig, *, backend: Any = None, client: PlatformClient | None = None
-) -> VerificationReport:
-    """Run one proof round against ``config.endpoint``; returns the platform-signed report (checked).
+def prove(config: ProveConfig, *, client: PlatformClient | None = None) -> VerificationReport:
+    """Run one proof round against the host ``config.host_address``; returns the platform-signed report
+    (checked). The platform asks the host's registered endpoint the keys.
 
     Refuses (ProtocolError) a mismatched reveal file, a model with no unspent key, or a report whose
     signature is not the platform's.
@@ -78,16 +60,11 @@ def prove(
     try:
         platform_address = client.address()
         chosen = choose_keys(fp_set, reveal, client.spent(reveal.model_id), config.count, config.seed)
-        own_backend = backend is None
-        backend = backend or http_backend(config.endpoint)
-        try:
-            proofs = collect_proofs(
-                backend, chosen, reveal, max_new_tokens=config.max_new_tokens, chat=config.chat
-            )
-        finally:
-            if own_backend:
-                backend.close()
-        data = client.submit_proofs(ProofSubmission(host=host, model_id=reveal.model_id, proofs=proofs))
+        submission = ProofSubmission(
+            host=host, model_id=reveal.model_id, proofs=open_proofs(chosen, reveal), chat=config.chat,
+            max_new_tokens=config.max_new_tokens,
+        )
+        data = client.submit_proofs(submission)
     finally:
         if own_client:
             client.close()

@@ -39,6 +39,12 @@ class Unregistered(Refused):
     status = 403
 
 
+class NoEndpoint(Refused):
+    """The host registered no endpoint, so the verifier cannot ask it the keys itself."""
+
+    status = 409
+
+
 class NotFound(Refused):
     """The model, fingerprint or record does not exist."""
 

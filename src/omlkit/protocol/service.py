@@ -22,19 +22,27 @@ from omlkit.protocol.messages import (
     RegisterModel,
 )
 from omlkit.protocol.refusals import Conflict, NotFound, Replay, Stale, Unregistered
-from omlkit.protocol.verifier import verify_submission
+from omlkit.protocol.verifier import Observer, http_observer, verify_submission
 
 
 class Platform:
-    """One platform: its signing identity, its ledger, the permission time window and the test's alpha."""
+    """One platform: its signing identity, its ledger, the permission time window, the test's alpha, and
+    how its verifier asks hosts the revealed keys (``observe``: their registered endpoints over HTTP)."""
 
     def __init__(
-        self, ledger: Ledger, identity: Identity, *, time_window_s: float = 60.0, alpha: float = 1e-9
+        self,
+        ledger: Ledger,
+        identity: Identity,
+        *,
+        time_window_s: float = 60.0,
+        alpha: float = 1e-9,
+        observe: Observer | None = None,
     ) -> None:
         self.ledger = ledger
         self.identity = identity
         self.time_window_s = time_window_s
         self.alpha = alpha
+        self.observe = observe or http_observer()  # how the verifier asks a host the revealed keys
         # hosts and models are never removed, so a positive lookup can be remembered
         self._known_hosts: set[str] = set()
         self._known_models: set[str] = set()
@@ -73,16 +81,17 @@ class Platform:
         }
 
     def register_host(self, request: RegisterHost) -> dict:
-        """Register a host address; Conflict if it already is. Returns a summary."""
+        """Register a host address and its public endpoint; Conflict if it already is. Returns a summary."""
         address = normalize_address(request.address)
         try:
             with self.ledger.write() as session:
                 if session.get(HostRow, address) is not None:
                     raise Conflict(f"host {address} is already registered")
-                session.add(HostRow(address=address, name=request.name, created_at=time.time()))
+                session.add(HostRow(address=address, name=request.name, created_at=time.time(),
+                                    endpoint=request.endpoint, served_model=request.served_model))
         except IntegrityError:
             raise Conflict(f"host {address} is already registered") from None
-        return {"address": address, "name": request.name}
+        return {"address": address, "name": request.name, "endpoint": request.endpoint}
 
     def _check_registered(self, host: str, model_id: str) -> None:
         if host in self._known_hosts and model_id in self._known_models:
@@ -171,9 +180,10 @@ class Platform:
 
     def submit_proofs(self, submission: ProofSubmission) -> dict:
         """Verify a proof submission (see ``verifier``); returns the signed report as JSON-ready dict."""
-        return verify_submission(self.ledger, self.identity, submission, alpha=self.alpha).model_dump(
-            mode="json"
+        report = verify_submission(
+            self.ledger, self.identity, submission, observe=self.observe, alpha=self.alpha
         )
+        return report.model_dump(mode="json")
 
     def violations(self, host: str | None = None) -> list[dict]:
         """Every signed violation record, oldest first, optionally for one host."""
