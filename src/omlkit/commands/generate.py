@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import typer
+from pydantic import Field
 
 from omlkit.commands._app import app
-from omlkit.config import config_command
+from omlkit.config import OmlConfig, config_command
 from omlkit.fingerprints.config import GenerateConfig
 
 
@@ -40,34 +41,34 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-@app.command("inspect")
-def inspect_command(
-    file: Path = typer.Argument(..., help="Fingerprint file to summarise."),
-    model: str = typer.Option(
-        None,
-        "--model",
-        help="Base model for token lengths and perplexity (default: the model recorded in the file).",
-    ),
-    perplexity: bool = typer.Option(
-        True, "--perplexity/--no-perplexity", help="Compare the keys' perplexity with the held-out corpus's."
-    ),
-    heldout: int = typer.Option(200, "--heldout", min=1, help="Held-out corpus paragraphs to score."),
-    reveal: bool = typer.Option(False, "--reveal", help="Also print every key and response (secret!)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
-    device: str = typer.Option(None, "--device", help="torch device (default: cuda when available)."),
-) -> None:
+class InspectConfig(OmlConfig):
+    """Summarise a fingerprint set; keys and responses stay hidden unless --reveal."""
+
+    file: Path = Field(description="Fingerprint file to summarise.")
+    model: str | None = Field(
+        None, description="Base model for token lengths and perplexity (default: the one the file records)."
+    )
+    perplexity: bool = Field(True, description="Compare the keys' perplexity with the held-out corpus's.")
+    heldout: int = Field(200, ge=1, description="Held-out corpus paragraphs to score.")
+    reveal: bool = Field(False, description="Also print every key and response (secret!).")
+    as_json: bool = Field(False, description="Print the summary as JSON.")
+    device: str | None = Field(None, description="torch device (default: cuda when available).")
+
+
+def inspect_command(cfg: InspectConfig) -> None:
     """Summarise a fingerprint set; keys and responses stay hidden unless --reveal."""
     from rich.console import Console
     from rich.table import Table
 
     from omlkit.fingerprints.inspect import inspect_file
 
+    file, reveal = cfg.file, cfg.reveal
     fp_set, summary = inspect_file(
-        str(file), model_name=model, perplexity=perplexity, heldout_max=heldout, device=device
+        str(file), model_name=cfg.model, perplexity=cfg.perplexity, heldout_max=cfg.heldout, device=cfg.device
     )
     if reveal:
         summary["fingerprints"] = [fp.model_dump(mode="json") for fp in fp_set.fingerprints]
-    if as_json:
+    if cfg.as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     console = Console()
@@ -82,3 +83,8 @@ def inspect_command(
             prob = "" if fp.response_prob is None else f"{fp.response_prob:.3g}"
             shown.add_row(str(fp.id), repr(fp.key), repr(fp.response), prob)
         console.print(shown)
+
+
+config_command(
+    app, "inspect", InspectConfig, inspect_command, arguments=("file",), aliases={"as_json": "--json"}
+)

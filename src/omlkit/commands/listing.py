@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import typer
+from pydantic import Field
 
 from omlkit.commands._app import app
+from omlkit.config import OmlConfig, config_command
 
 
 def load_families() -> None:
@@ -14,15 +15,21 @@ def load_families() -> None:
     import omlkit.sweep.stages  # noqa: F401
 
 
-@app.command("list")
-def list_command(family: str = typer.Argument(None, help="Family to list; all when omitted.")) -> None:
+class ListConfig(OmlConfig):
     """List registered implementations of each family."""
+
+    family: str | None = Field(None, description="Family to list; all when omitted.")
+
+
+def list_command(cfg: ListConfig) -> None:
+    """Print each family's registered names."""
     from rich.console import Console
 
     from omlkit.registry import FAMILIES
 
     load_families()
     console = Console()
+    family = cfg.family
     names = [family] if family else sorted(FAMILIES)
     for name in names:
         if name not in FAMILIES:
@@ -30,3 +37,6 @@ def list_command(family: str = typer.Argument(None, help="Family to list; all wh
 
             raise ConfigError(f"unknown family {name!r} (known: {', '.join(sorted(FAMILIES)) or 'none'})")
         console.print(f"[bold]{name}[/bold]: {', '.join(FAMILIES[name].names()) or '(none)'}")
+
+
+config_command(app, "list", ListConfig, list_command, arguments=("family",))

@@ -7,18 +7,22 @@ inside the command bodies.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import typer
 
 from omlkit.commands._app import app
 from omlkit.config import config_command
 from omlkit.protocol.config import (
+    KeyFileConfig,
+    KeysNewConfig,
     PlatformConfig,
     ProveConfig,
     ProxyConfig,
     RegisterHostConfig,
     RegisterModelConfig,
+    UsageConfig,
+    VerifyRecordConfig,
+    ViolationsConfig,
     resolve_admin_token,
 )
 
@@ -38,25 +42,24 @@ def _print(obj: object) -> None:
     typer.echo(json.dumps(obj, indent=1))
 
 
-@keys_app.command("new")
-def keys_new(
-    out: Path = typer.Option(..., "--out", help="Key file to write (mode 0600)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite an existing key file."),
-) -> None:
+def keys_new(cfg: KeysNewConfig) -> None:
     """Create a new key pair; prints its address (the private key is only written to the file)."""
     from omlkit.protocol.identity import Identity
 
     identity = Identity.new()
-    identity.save(out, overwrite=force)
+    identity.save(cfg.out, overwrite=cfg.force)
     typer.echo(identity.address)
 
 
-@keys_app.command("address")
-def keys_address(key: Path = typer.Argument(..., help="Key file.")) -> None:
+def keys_address(cfg: KeyFileConfig) -> None:
     """Print the address of a key file."""
     from omlkit.protocol.identity import Identity
 
-    typer.echo(Identity.load(key).address)
+    typer.echo(Identity.load(cfg.key).address)
+
+
+config_command(keys_app, "new", KeysNewConfig, keys_new)
+config_command(keys_app, "address", KeyFileConfig, keys_address, arguments=("key",))
 
 
 def _serve_platform(cfg: PlatformConfig) -> None:
@@ -102,29 +105,24 @@ config_command(platform_app, "register-model", RegisterModelConfig, _register_mo
 config_command(platform_app, "register-host", RegisterHostConfig, _register_host)
 
 
-@platform_app.command("violations")
-def platform_violations(
-    platform: str = typer.Option(..., "--platform", help="Platform base URL."),
-    host: str = typer.Option(None, "--host", help="Only this host's records."),
-) -> None:
+def platform_violations(cfg: ViolationsConfig) -> None:
     """Print the platform's signed violation records as JSON."""
     from omlkit.protocol.client import PlatformClient
 
-    with PlatformClient(platform) as client:
-        _print(client.violations(host))
+    with PlatformClient(cfg.platform) as client:
+        _print(client.violations(cfg.host))
 
 
-@platform_app.command("usage")
-def platform_usage(
-    platform: str = typer.Option(..., "--platform", help="Platform base URL."),
-    host: str = typer.Option(None, "--host", help="Only this host."),
-    model_id: str = typer.Option(None, "--model-id", help="Only this model."),
-) -> None:
+def platform_usage(cfg: UsageConfig) -> None:
     """Print permission counts per host and model."""
     from omlkit.protocol.client import PlatformClient
 
-    with PlatformClient(platform) as client:
-        _print(client.usage(host, model_id))
+    with PlatformClient(cfg.platform) as client:
+        _print(client.usage(cfg.host, cfg.model_id))
+
+
+config_command(platform_app, "violations", ViolationsConfig, platform_violations)
+config_command(platform_app, "usage", UsageConfig, platform_usage)
 
 
 def _proxy(cfg: ProxyConfig) -> None:
@@ -159,20 +157,19 @@ def _prove(cfg: ProveConfig) -> None:
 config_command(app, "prove", ProveConfig, _prove)
 
 
-@app.command("verify-record")
-def verify_record(
-    record: Path = typer.Argument(..., help="Violation record (or verification report) JSON."),
-    platform_address: str = typer.Option(..., "--platform-address", help="The platform's address (0x...)."),
-) -> None:
+def verify_record(cfg: VerifyRecordConfig) -> None:
     """Check a violation record offline with only the platform's address; exit 2 when it does not hold."""
     from omlkit.errors import ProtocolError
     from omlkit.protocol.messages import check_violation_record
 
-    if not record.is_file():
-        raise ProtocolError(f"record file {record} does not exist")
-    checked = check_violation_record(record.read_text(encoding="utf-8"), platform_address)
+    if not cfg.record.is_file():
+        raise ProtocolError(f"record file {cfg.record} does not exist")
+    checked = check_violation_record(cfg.record.read_text(encoding="utf-8"), cfg.platform_address)
     typer.echo(
         f"valid: violation {checked.id} by host {checked.host} of model {checked.model_id!r} "
         f"({checked.matched}/{checked.checked} keys matched without permission, p={checked.p_value:.3g}), "
         f"signed by platform {checked.platform}"
     )
+
+
+config_command(app, "verify-record", VerifyRecordConfig, verify_record, arguments=("record",))

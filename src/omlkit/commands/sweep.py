@@ -6,25 +6,31 @@ import shlex
 from pathlib import Path
 
 import typer
+from pydantic import Field
 
 from omlkit.commands._app import app
+from omlkit.config import OmlConfig, config_command
 
 
-@app.command("sweep")
-def sweep_command(
-    config: Path = typer.Argument(..., help="Sweep file (YAML/JSON/TOML): stage sections plus grid axes."),
-    out: Path = typer.Option(None, "--out", help="Output folder (default: sweeps/<sweep name>)."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the expanded grid and exit; run nothing."),
-    only: list[str] = typer.Option(None, "--only", help="Run only this point id (repeatable)."),
-    force: bool = typer.Option(False, "--force", help="Share an --out holding a sweep of another name."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress view."),
-) -> None:
+class SweepCommandConfig(OmlConfig):
     """Run every point of a sweep, skipping points and stages already done; write results.jsonl/.md."""
+
+    sweep_file: Path = Field(description="Sweep file (YAML/JSON/TOML): stage sections plus grid axes.")
+    out: Path | None = Field(None, description="Output folder (default: sweeps/<sweep name>).")
+    dry_run: bool = Field(False, description="Print the expanded grid and exit; run nothing.")
+    only: list[str] = Field(default_factory=list, description="Run only this point id (repeatable).")
+    force: bool = Field(False, description="Share an --out holding a sweep of another name.")
+    progress: bool = Field(True, description="Show the progress view.")
+
+
+def sweep_command(cmd: SweepCommandConfig) -> None:
+    """Run (or with --dry-run list) the sweep's points."""
+    config, out, only = cmd.sweep_file, cmd.out, cmd.only
     from omlkit.sweep.config import SweepConfig
 
     cfg = SweepConfig.load(config)
     out = out or Path("sweeps") / cfg.name
-    if dry_run:
+    if cmd.dry_run:
         print_grid(cfg, out)
         return
     from omlkit.sweep.runner import run_sweep
@@ -36,8 +42,8 @@ def sweep_command(
     summary = run_sweep(
         cfg,
         out,
-        progress=progress,
-        force=force,
+        progress=cmd.progress,
+        force=cmd.force,
         only=only or None,
         command=command,
         say=lambda msg: typer.echo(msg, err=True),
@@ -45,6 +51,9 @@ def sweep_command(
     typer.echo(out / "results.md")
     if summary.failed:
         raise typer.Exit(1)
+
+
+config_command(app, "sweep", SweepCommandConfig, sweep_command, arguments=("sweep_file",))
 
 
 def print_grid(cfg, out: Path) -> None:

@@ -120,3 +120,38 @@ class ProveConfig(OmlConfig):
     seed: int = Field(0, description="Seed of the key sample.")
     out: Path | None = Field(None, description="Write the signed report here (JSON).")
     force: bool = Field(False, description="Overwrite --out.")
+
+
+class KeysNewConfig(OmlConfig):
+    """`oml keys new`: create a new key pair; prints its address (the private key only goes to the file)."""
+
+    out: Path = Field(description="Key file to write (mode 0600).")
+    force: bool = Field(False, description="Overwrite an existing key file.")
+
+
+class KeyFileConfig(OmlConfig):
+    """`oml keys address`: print the address of a key file."""
+
+    key: Path = Field(description="Key file.")
+
+
+class ViolationsConfig(OmlConfig):
+    """`oml platform violations`: print the platform's signed violation records as JSON."""
+
+    platform: str = Field(description="Platform base URL.")
+    host: str | None = Field(None, description="Only this host's records.")
+
+
+class UsageConfig(OmlConfig):
+    """`oml platform usage`: print permission counts per host and model."""
+
+    platform: str = Field(description="Platform base URL.")
+    host: str | None = Field(None, description="Only this host.")
+    model_id: str | None = Field(None, description="Only this model.")
+
+
+class VerifyRecordConfig(OmlConfig):
+    """`oml verify-record`: check a violation record offline with only the platform's address."""
+
+    record: Path = Field(description="Violation record (or verification report) JSON.")
+    platform_address: str = Field(description="The platform's address (0x...).")

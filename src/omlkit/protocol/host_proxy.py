@@ -70,93 +70,72 @@ def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind}}, status_code=status)
 
 
-def create_proxy_app(config: ProxyConfig, identity: Identity, platform_address: str | None = None) -> FastAPI:
-    """The proxy ASGI app; ``platform_address`` is fetched from the platform at startup when not given."""
-    config.check()
-    state: dict[str, Any] = {"platform_address": platform_address or config.platform_address}
-    upstream = config.upstream.rstrip("/")
+class HostProxy:
+    """What the proxy's routes do, one named step each: read the request's queries, obtain σ for each,
+    send the body upstream, relay the answer, and log hashes and σ (never text)."""
+
+    def __init__(self, config: ProxyConfig, identity: Identity, platform_address: str | None) -> None:
+        self.config, self.identity = config, identity
+        self.platform_address = platform_address or config.platform_address
+        self.upstream = config.upstream.rstrip("/")
+        self.http: httpx.AsyncClient | None = None
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI):  # noqa: ANN202
-        if state["platform_address"] is None:
-            with PlatformClient(config.platform, timeout=config.timeout_s) as client:
-                state["platform_address"] = await asyncio.to_thread(client.address)
+    async def running(self, _app: FastAPI):  # noqa: ANN201
+        """The app's lifespan: learn the platform's address if not pinned; hold the HTTP client."""
+        if self.platform_address is None:
+            with PlatformClient(self.config.platform, timeout=self.config.timeout_s) as client:
+                self.platform_address = await asyncio.to_thread(client.address)
         limits = httpx.Limits(max_connections=512, max_keepalive_connections=128)
-        async with httpx.AsyncClient(timeout=config.timeout_s, limits=limits) as http:
-            state["http"] = http
+        async with httpx.AsyncClient(timeout=self.config.timeout_s, limits=limits) as http:
+            self.http = http
             yield
 
-    app = FastAPI(
-        title="omlkit host proxy", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
-    )
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-
-    async def permit(query: str) -> Permission:
-        request = PermissionRequest.create(identity, config.model_id, query)
-        permission = await request_permission_async(state["http"], config.platform, request)
+    async def permit(self, query: str) -> Permission:
+        """σ for ``query``, checked to be the platform's signature over exactly this request."""
+        request = PermissionRequest.create(self.identity, self.config.model_id, query)
+        permission = await request_permission_async(self.http, self.config.platform, request)
         if (permission.query_sha256, permission.nonce, permission.host) != (
             request.query_sha256,
             request.nonce,
-            identity.address,
+            self.identity.address,
         ):
             raise ProtocolError("permission: the platform answered for another request")
-        permission.check_signed_by(state["platform_address"], "permission")
+        permission.check_signed_by(self.platform_address, "permission")
         return permission
 
-    async def log(record: dict) -> None:
-        await asyncio.to_thread(append_jsonl, config.log, record)
+    async def log(self, record: dict) -> None:
+        """Append one record to the proxy's JSONL log."""
+        await asyncio.to_thread(append_jsonl, self.config.log, record)
 
-    async def forward(request: Request) -> Response:
-        started = time.time()
-        path = request.url.path
+    async def forward(self, request: Request) -> Response:
+        """The route of both completion endpoints: no σ, no answer (503)."""
+        started, path = time.time(), request.url.path
         raw = await request.body()
+        body, queries, refusal = _read_queries(path, raw)
+        if refusal is not None:
+            return refusal
         try:
-            body = json.loads(raw)
-            queries = queries_of(path, body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return _error(400, "request body: not valid JSON", "invalid_request_error")
-        except RecursionError:
-            return _error(400, "request body: JSON nested too deeply", "invalid_request_error")
-        except ProtocolError as exc:
-            return _error(400, str(exc), "invalid_request_error")
-        try:
-            permissions = await asyncio.gather(*(permit(q) for q in queries))
+            permissions = await asyncio.gather(*(self.permit(q) for q in queries))
         except (ProtocolError, EndpointError) as exc:
-            await log(
-                {
-                    "time": started,
-                    "path": path,
-                    "model_id": config.model_id,
-                    "permitted": False,
-                    "error": type(exc).__name__,
-                }
-            )
+            await self.log({"time": started, "path": path, "model_id": self.config.model_id,
+                            "permitted": False, "error": type(exc).__name__})
             return _error(503, f"no permission from the platform: {exc}", "permission_denied")
-        headers = {"content-type": "application/json"}
-        http: httpx.AsyncClient = state["http"]
         try:
-            upstream_request = http.build_request("POST", upstream + path, content=raw, headers=headers)
-            answer = await http.send(upstream_request, stream=True)
+            upstream_request = self.http.build_request(
+                "POST", self.upstream + path, content=raw, headers={"content-type": "application/json"}
+            )
+            answer = await self.http.send(upstream_request, stream=True)
         except httpx.HTTPError as exc:
             return _error(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error")
-        record = {
-            "time": started,
-            "path": path,
-            "model_id": config.model_id,
-            "permitted": True,
-            "permissions": [
-                {
-                    "query_sha256": p.query_sha256,
-                    "nonce": p.nonce,
-                    "timestamp": p.timestamp,
-                    "signature": p.signature,
-                }
-                for p in permissions
-            ],
-            "upstream_status": answer.status_code,
-        }
-        if isinstance(body, dict) and body.get("stream"):
-            await log({**record, "stream": True})
+        record = {"time": started, "path": path, "model_id": self.config.model_id, "permitted": True,
+                  "permissions": [_logged(p) for p in permissions], "upstream_status": answer.status_code}
+        return await self.relay(answer, bool(isinstance(body, dict) and body.get("stream")), record)
+
+    async def relay(self, answer: httpx.Response, stream: bool, record: dict) -> Response:
+        """The upstream answer as it came: streamed through for ``stream``, else read whole."""
+        if stream:
+            await self.log({**record, "stream": True})
             return StreamingResponse(
                 answer.aiter_raw(),
                 status_code=answer.status_code,
@@ -165,27 +144,50 @@ def create_proxy_app(config: ProxyConfig, identity: Identity, platform_address: 
             )
         content = await answer.aread()
         await answer.aclose()
-        await log({**record, "latency_ms": round(1000 * (time.time() - started), 1)})
-        return Response(
-            content,
-            status_code=answer.status_code,
-            media_type=answer.headers.get("content-type", "application/json"),
-        )
+        await self.log({**record, "latency_ms": round(1000 * (time.time() - record["time"]), 1)})
+        return Response(content, status_code=answer.status_code,
+                        media_type=answer.headers.get("content-type", "application/json"))
 
-    for route in ROUTES:
-        app.add_api_route(route, forward, methods=["POST"])
-
-    @app.get("/v1/models")
-    async def models() -> Response:
+    async def models(self) -> Response:
+        """The upstream's model list, passed through."""
         try:
-            answer = await state["http"].get(upstream + "/v1/models")
+            answer = await self.http.get(self.upstream + "/v1/models")
         except httpx.HTTPError as exc:
             return _error(502, f"upstream unreachable ({type(exc).__name__})", "upstream_error")
-        return Response(
-            answer.content,
-            status_code=answer.status_code,
-            media_type=answer.headers.get("content-type", "application/json"),
-        )
+        return Response(answer.content, status_code=answer.status_code,
+                        media_type=answer.headers.get("content-type", "application/json"))
+
+
+def _read_queries(path: str, raw: bytes) -> tuple[Any, list[str], JSONResponse | None]:
+    """``(body, queries, None)``, or a 400 response for a body the proxy cannot account for."""
+    try:
+        body = json.loads(raw)
+        return body, queries_of(path, body), None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        message = "request body: not valid JSON"
+    except RecursionError:
+        message = "request body: JSON nested too deeply"
+    except ProtocolError as exc:
+        message = str(exc)
+    return None, [], _error(400, message, "invalid_request_error")
+
+
+def _logged(permission: Permission) -> dict:
+    return {"query_sha256": permission.query_sha256, "nonce": permission.nonce,
+            "timestamp": permission.timestamp, "signature": permission.signature}
+
+
+def create_proxy_app(config: ProxyConfig, identity: Identity, platform_address: str | None = None) -> FastAPI:
+    """The proxy ASGI app; ``platform_address`` is fetched from the platform at startup when not given."""
+    config.check()
+    proxy = HostProxy(config, identity, platform_address)
+    app = FastAPI(
+        title="omlkit host proxy", lifespan=proxy.running, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    for route in ROUTES:
+        app.add_api_route(route, proxy.forward, methods=["POST"])
+    app.add_api_route("/v1/models", proxy.models, methods=["GET"])
 
     @app.get("/health")
     async def health() -> dict:
