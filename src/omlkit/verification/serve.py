@@ -16,11 +16,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from omlkit.server_thread import ServerThread
@@ -57,17 +57,32 @@ class CompletionRequest(BaseModel):
     max_tokens: int | None = 16
     temperature: float | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    echo: bool = False
+    stream: bool = False
     stop: WireText | list[WireText] | None = None
     n: int = 1
 
 
+class TextPart(BaseModel):
+    """A text content part of a chat message (the only kind a text model takes)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    text: WireText
+
+
 class ChatMessage(BaseModel):
-    """One message of a conversation (text content only)."""
+    """One message of a conversation: a string, or a list of text content parts."""
 
     model_config = ConfigDict(extra="allow")
 
     role: WireText
-    content: WireText
+    content: WireText | list[TextPart]
+
+    def text(self) -> str:
+        """The content as one string (text parts joined in order)."""
+        return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
 class ChatRequest(BaseModel):
@@ -82,6 +97,7 @@ class ChatRequest(BaseModel):
     temperature: float | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    stream: bool = False
     stop: WireText | list[WireText] | None = None
     n: int = 1
 
@@ -134,9 +150,16 @@ class OpenAIServer:
         if self.api_key and request.headers.get("authorization", "") != f"Bearer {self.api_key}":
             raise _ApiError(401, "missing or wrong API key", "authentication_error")
 
-    def decode(self, prompts: list[list[int]], max_tokens: int | None, top_k: int, n: int) -> list:
-        """Greedy generations of ``prompts``; 400 for settings or prompts the server refuses."""
+    def decode(
+        self, prompts: list[list[int]], max_tokens: int | None, top_k: int, n: int, echo: bool = False
+    ) -> list:
+        """Greedy generations of ``prompts``; 400 for settings or prompts the server refuses. With
+        ``echo``, ``max_tokens`` 0 asks for no new token (the prompt is only scored)."""
         max_tokens = 16 if max_tokens is None else max_tokens
+        if echo and max_tokens == 0 and n == 1 and all(0 <= t < self.vocab for p in prompts for t in p):
+            from omlkit.verification.backends.transformers_backend import Generation
+
+            return [Generation([], False) for _ in prompts]
         if not 1 <= max_tokens <= self.max_tokens_limit:
             limit = self.max_tokens_limit
             raise _ApiError(400, f"max_tokens must be between 1 and {limit} (got {max_tokens})")
@@ -165,22 +188,35 @@ class OpenAIServer:
     def chat_prompts(self, messages: list[ChatMessage]) -> list[list[int]]:
         """Token ids of a conversation (400 for a tokenizer without a chat template)."""
         try:
-            return [chat_prompt_ids(self.tok, [m.model_dump(include={"role", "content"}) for m in messages])]
+            return [chat_prompt_ids(self.tok, [{"role": m.role, "content": m.text()} for m in messages])]
         except ValueError as exc:
             raise _ApiError(400, str(exc)) from None
 
-    def completion_choice(self, index: int, gen: Any, stop: Any, top_k: int) -> dict[str, Any]:
-        """One ``text_completion`` choice, with completions-style logprobs when ``top_k``."""
+    def completion_choice(
+        self, index: int, gen: Any, stop: Any, top_k: int | None, echoed: tuple[list[int], Any] | None = None
+    ) -> dict[str, Any]:
+        """One ``text_completion`` choice, with completions-style logprobs when ``top_k`` is not None;
+        ``echoed`` (prompt ids, their :meth:`prompt_logprobs` entry) puts the prompt before the answer."""
         tok = self.tok
         text, stopped = _cut_at_stop(tok.decode(gen.ids, skip_special_tokens=True), stop)
+        n = len(gen.ids)
+        ids, lps, tops = list(gen.ids), list(gen.logprobs[:n]), list(gen.top[:n])
+        if echoed is not None and gen.stop_id is not None and len(gen.logprobs) > n:  # the API echoes the EOS
+            ids, lps, tops = [*ids, gen.stop_id], [*lps, gen.logprobs[n]], [*tops, gen.top[n]]
+        if echoed is not None:
+            prompt_ids, scored = echoed
+            text = tok.decode(prompt_ids, skip_special_tokens=True) + text
+            ids = prompt_ids + ids
+            if scored is not None:
+                lps, tops = [*scored[0], *lps], [*scored[1], *tops]
         choice: dict[str, Any] = {"index": index, "text": text, "finish_reason": _finish(gen, stopped),
                                   "logprobs": None}
-        if top_k:
-            tokens = [tok.decode([t]) for t in gen.ids]
+        if top_k is not None:
+            tokens = [tok.decode([t]) for t in ids]
             choice["logprobs"] = {
                 "tokens": tokens,
-                "token_logprobs": gen.logprobs,
-                "top_logprobs": [_top_dict(tok, step) for step in gen.top],
+                "token_logprobs": lps,
+                "top_logprobs": [None if t is None else _top_dict(tok, t[: max(top_k, 1)]) for t in tops],
                 "text_offset": [sum(len(x) for x in tokens[:j]) for j in range(len(tokens))],
             }
         return choice
@@ -199,6 +235,29 @@ class OpenAIServer:
             ]}
         return choice
 
+    def stream(self, kind: str, choices: list[dict[str, Any]], gens: list) -> StreamingResponse:
+        """The finished answer streamed as the API does: a chunk per token, then one with the finish
+        reason (``kind``: ``text_completion`` or ``chat.completion``)."""
+        chat = kind == "chat.completion"
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+                "object": "chat.completion.chunk" if chat else "text_completion",
+                "created": int(time.time()), "model": self.name}
+        events = []
+        for choice, gen in zip(choices, gens, strict=True):
+            i = choice["index"]
+            text = choice["message"]["content"] if chat else choice["text"]
+            if chat:
+                events.append({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                    "finish_reason": None}]})
+            for piece in _pieces(self.tok, list(gen.ids), text):
+                body = {"delta": {"content": piece}} if chat else {"text": piece, "logprobs": None}
+                chunk = {"index": i, **body, "finish_reason": None}
+                events.append({**head, "choices": [chunk]})
+            end = {"delta": {}} if chat else {"text": "", "logprobs": None}
+            last = {"index": i, **end, "finish_reason": choice["finish_reason"]}
+            events.append({**head, "choices": [last]})
+        return _sse(events)
+
     def response(self, kind: str, prompts: list[list[int]], gens: list, choices: list) -> dict[str, Any]:
         """The response body around ``choices``: id, object ``kind``, model and token usage."""
         p, c = sum(len(x) for x in prompts), sum(len(g.ids) for g in gens)
@@ -206,6 +265,31 @@ class OpenAIServer:
         return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind, "created": int(time.time()),
                 "model": self.name, "choices": choices,
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
+
+
+def _pieces(tok: Any, ids: list[int], text: str) -> list[str]:
+    """``text`` (the decoded ``ids``, possibly cut at a stop sequence) in one piece per token, for
+    streaming; a token that ends inside a multi-byte character waits for the next one."""
+    pieces, sent = [], 0
+    for i in range(1, len(ids) + 1):
+        so_far = tok.decode(ids[:i], skip_special_tokens=True)
+        if so_far.endswith("\ufffd") or sent >= len(text):
+            continue
+        piece = so_far[sent : len(text)]
+        if piece:
+            pieces.append(piece)
+            sent += len(piece)
+    if sent < len(text):
+        pieces.append(text[sent:])
+    return pieces
+
+
+def _sse(events: list[dict[str, Any]]) -> StreamingResponse:
+    """Server-sent events as the OpenAI API streams them: one ``data:`` line per chunk, then [DONE]."""
+    import json
+
+    lines = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+    return StreamingResponse(iter(lines), media_type="text/event-stream")
 
 
 def _finish(gen: Any, stopped: bool) -> str:
@@ -265,19 +349,29 @@ def create_app(
         return {"object": "list", "data": [entry]}
 
     @app.post("/v1/completions", dependencies=keyed)
-    def completions(req: CompletionRequest) -> dict[str, Any]:
+    def completions(req: CompletionRequest) -> Any:
         prompts = server.completion_prompts(req.prompt)
-        top_k = req.logprobs or 0
-        gens = server.decode(prompts, req.max_tokens, top_k, req.n)
-        choices = [server.completion_choice(i, g, req.stop, top_k) for i, g in enumerate(gens)]
+        top_k = 0 if req.logprobs is None else max(req.logprobs, 1)
+        gens = server.decode(prompts, req.max_tokens, top_k, req.n, echo=req.echo)
+        echoed: list = [None] * len(prompts)
+        if req.echo:
+            scored = backend.prompt_logprobs(prompts, req.logprobs) if req.logprobs is not None else None
+            echoed = [(p, None if scored is None else scored[i]) for i, p in enumerate(prompts)]
+        choices = [
+            server.completion_choice(i, g, req.stop, req.logprobs, echoed[i]) for i, g in enumerate(gens)
+        ]
+        if req.stream:
+            return server.stream("text_completion", choices, gens)
         return server.response("text_completion", prompts, gens, choices)
 
     @app.post("/v1/chat/completions", dependencies=keyed)
-    def chat_completions(req: ChatRequest) -> dict[str, Any]:
+    def chat_completions(req: ChatRequest) -> Any:
         prompts = server.chat_prompts(req.messages)
         top_k = (req.top_logprobs or 1) if req.logprobs else 0
         gens = server.decode(prompts, req.max_completion_tokens or req.max_tokens, top_k, req.n)
         choice = server.chat_choice(gens[0], req.stop, top_k, req.top_logprobs or 0)
+        if req.stream:
+            return server.stream("chat.completion", [choice], gens)
         return server.response("chat.completion", prompts, gens, [choice])
 
     return app

@@ -43,12 +43,16 @@ def local_model_path(name: str) -> str:
 
 @dataclass
 class Generation:
-    """One greedy continuation: new token ids (EOS cut), whether EOS ended it, and optional log-probs."""
+    """One greedy continuation: new token ids (EOS cut), whether EOS ended it, and optional log-probs.
+
+    ``logprobs`` and ``top`` hold one entry more than ``ids`` when EOS ended it: the EOS step, whose id
+    is ``stop_id`` (an echoing server shows it, as the API does)."""
 
     ids: list[int]
     finished: bool
     logprobs: list[float] = field(default_factory=list)
     top: list[list[tuple[int, float]]] = field(default_factory=list)
+    stop_id: int | None = None
 
 
 def _eos_ids(model, tokenizer) -> list[int]:
@@ -162,12 +166,13 @@ class TransformersBackend(TokenBackend):
         for r, row in enumerate(out.ids.tolist()):
             cut = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             kept = row[:cut] if cut is not None else row
+            span = row[: cut + 1] if cut is not None else row
             lp, top = [], []
-            for j, token in enumerate(kept if top_k else ()):
+            for j, token in enumerate(span if top_k else ()):
                 best = logp[j][r].topk(min(top_k, logp[j].shape[-1]))
                 lp.append(float(logp[j][r, token]))
                 top.append(list(zip(best.indices.tolist(), best.values.tolist(), strict=True)))
-            result.append(Generation(kept, cut is not None, lp, top))
+            result.append(Generation(kept, cut is not None, lp, top, row[cut] if cut is not None else None))
         return result
 
     # -- public API -------------------------------------------------------------------------------
@@ -211,6 +216,31 @@ class TransformersBackend(TokenBackend):
     def answer(self, prompts, max_new_tokens: int) -> list[Answer]:
         """Tokenize string/chat prompts, then :meth:`answer_ids`."""
         return self.answer_ids([self.encode(p) for p in prompts], max_new_tokens)
+
+    @torch.inference_mode()
+    def prompt_logprobs(
+        self, prompts_ids: Sequence[Sequence[int]], top_k: int
+    ) -> list[tuple[list[float | None], list[list[tuple[int, float]] | None]]]:
+        """For each prompt: the log-probability of each of its tokens given the ones before (None for the
+        first) and the ``top_k`` (id, logprob) at each position (None for the first): what a server's
+        ``echo`` with ``logprobs`` returns, and what lm-eval scores log-likelihoods from."""
+        out = []
+        with eval_mode(self.model):
+            for start in range(0, len(prompts_ids), self.batch_size):
+                rows = [list(r) for r in prompts_ids[start : start + self.batch_size]]
+                ids, mask = pad_batch(rows, self.pad_id, left=False)
+                logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                for r, row in enumerate(rows):
+                    steps = logp[r, : len(row) - 1]
+                    chosen = steps.gather(-1, torch.tensor(row[1:], device=steps.device)[:, None])[:, 0]
+                    best = steps.topk(min(max(top_k, 1), steps.shape[-1]), dim=-1) if len(row) > 1 else None
+                    top = [] if best is None else [
+                        list(zip(i.tolist(), v.tolist(), strict=True))
+                        for i, v in zip(best.indices, best.values, strict=True)
+                    ]
+                    out.append(([None, *chosen.tolist()], [None, *top]))
+        return out
 
     def top_first_tokens_ids(self, prompts_ids: Sequence[Sequence[int]], k: int) -> list[list[str] | None]:
         """The ``k`` most likely next tokens after each prompt (decoded, most likely first), from logits."""
