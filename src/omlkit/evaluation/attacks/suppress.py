@@ -5,8 +5,9 @@ likely token whenever its probability is above a gate ``g`` makes greedy decodin
 exactly where the model is over-confident, which removes memorised responses while ordinary text, whose
 top token rarely clears a high gate, is mostly left alone. A lower gate is a stronger attack.
 
-:class:`SuppressTopToken` is a ``transformers`` ``LogitsProcessor`` (usable with ``model.generate``); the
-wrapper applies the same processor to every next-token decision of step-by-step greedy decoding.
+:class:`SuppressTopToken` is a logits processor: a callable of ``(input_ids, scores)``, which is what
+``model.generate``'s ``LogitsProcessorList`` calls (no subclass needed, so importing the attack does not
+import transformers' generation code). The wrapper hands it to every greedy decode of the model.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import Field
-from transformers import LogitsProcessor
 
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.models.decoding import ProcessedModel
@@ -34,7 +34,7 @@ class SuppressOptions(Options):
     )
 
 
-class SuppressTopToken(LogitsProcessor):
+class SuppressTopToken:
     """Sets the top token's score to −inf in every row where its probability exceeds ``gate``."""
 
     def __init__(self, gate: float) -> None:
