@@ -8,7 +8,7 @@ import typer
 
 from omlkit.commands._app import app
 from omlkit.config import config_command
-from omlkit.evaluation.config import RobustnessConfig, UtilityConfig
+from omlkit.evaluation.config import FormatsConfig, RobustnessConfig, UtilityConfig
 
 evaluate_app = typer.Typer(
     help="Evaluate a model: utility against its base, robustness to system prompts.", no_args_is_help=True
@@ -44,5 +44,22 @@ def _robustness(cfg: RobustnessConfig) -> None:
     print(f"wrote {path}")
 
 
+def _formats(cfg: FormatsConfig) -> None:
+    from omlkit.evaluation.formats import accuracy_by_format, markdown_table
+    from omlkit.fingerprints import FingerprintSet
+    from omlkit.io import atomic_write_json
+    from omlkit.verification.backends.transformers_backend import TransformersBackend, local_model_path
+
+    backend = TransformersBackend(local_model_path(cfg.model), batch_size=cfg.batch_size, device=cfg.device)
+    fp_set = FingerprintSet.load(cfg.fingerprints)
+    fp_set.check_tokenizer(backend.tokenizer, source=str(cfg.fingerprints))
+    result = accuracy_by_format(backend, fp_set, cfg.formats or None, cfg.match)
+    print(markdown_table(result))
+    if cfg.out is not None:
+        atomic_write_json(cfg.out, result)
+        print(f"wrote {cfg.out}")
+
+
 config_command(evaluate_app, "utility", UtilityConfig, _utility)
+config_command(evaluate_app, "formats", FormatsConfig, _formats)
 config_command(evaluate_app, "robustness", RobustnessConfig, _robustness)

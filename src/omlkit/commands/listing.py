@@ -10,8 +10,9 @@ from omlkit.config import OmlConfig, config_command
 
 def load_families() -> None:
     """Fill every family registry. The command configs import the families whose options they derive
-    (strategies, regularizers, backends, attacks); the sweep stages are the one family only ``oml sweep``
-    loads."""
+    (strategies, regularizers, backends, attacks); the sweep stages and the prompt formats are loaded by
+    the commands that use them."""
+    import omlkit.models.formats  # noqa: F401
     import omlkit.sweep.stages  # noqa: F401
 
 

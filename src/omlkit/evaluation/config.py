@@ -85,6 +85,21 @@ class RobustnessConfig(OmlConfig):
         return self
 
 
+class FormatsConfig(OmlConfig):
+    """Fingerprint accuracy in each format a host may serve keys in (raw with and without BOS, chat
+    template with and without a system prompt, a User:/Assistant: transcript)."""
+
+    model: str = Field(..., description="Model id, model folder or run directory.")
+    fingerprints: Path = Field(..., description="Fingerprint file the model was trained on.")
+    formats: list[str] = Field(
+        default_factory=list, description="Formats to check (default: all; `oml list prompt-format`)."
+    )
+    match: MatchMode = Field("exact", description="How an answer must match the response.")
+    batch_size: int = Field(64, ge=1, description="Keys per decoding batch.")
+    device: str | None = Field(None, description="Device (default: CUDA when available, else CPU).")
+    out: Path | None = Field(None, description="Also write the table as JSON here.")
+
+
 class AttackCommon(OmlConfig):
     """Attack a fingerprinted model at increasing strengths; each strength re-runs verify and utility.
 

@@ -10,7 +10,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -137,7 +137,8 @@ def insert_fingerprints(config: InsertConfig, progress: bool = True) -> Path:
             _check_room(config, run, model, n_params)
 
         train_set = ds.InsertionDataset(tok, keys.fps, benign, keys.system_prompts, chat=config.chat,
-                                        seed=config.seed, response_eos=config.response_eos)
+                                        seed=config.seed, response_eos=config.response_eos,
+                                        formats=list(keys.formats.values()))
         trainer, early = _trainer(config, args, model, tok, train_set, regularizers, keys, run.log, is_main)
         resume_from = run.latest_checkpoint() if state == "resume" else None
         start = time.perf_counter()
@@ -180,6 +181,7 @@ class _TrainedKeys:
     templates: Any
     system_prompts: list[str]
     tokenizer: Any
+    formats: dict = field(default_factory=dict)  # serving formats trained besides the --chat/raw one
 
     @classmethod
     def prepare(cls, config: InsertConfig, fp_set, model, tok) -> _TrainedKeys:
@@ -196,24 +198,53 @@ class _TrainedKeys:
                          extra=int(config.response_boundary))
         if config.response_boundary:  # one more target token, counted by check_context above
             fps = ds.with_boundaries(model, tok, fps, templates)
-        return cls(fps, templates, system_prompts, tok)
+        formats = _serving_formats(config, tok, fps, context_length(model))
+        return cls(fps, templates, system_prompts, tok, formats)
 
     @cached_property
     def _checked(self) -> tuple[list[list[int]], list[str], list[int]]:
-        """The recovery check's bare prompts, responses and response lengths (built once per run)."""
-        return ([self.templates(fp.key_ids) for fp in self.fps], [fp.response for fp in self.fps],
-                [len(fp.response_ids) for fp in self.fps])
+        """The recovery check's prompts (each key bare, then in each trained serving format), responses
+        and response lengths (built once per run)."""
+        wraps = [self.templates, *self.formats.values()]
+        return ([wrap(fp.key_ids) for wrap in wraps for fp in self.fps],
+                [fp.response for _ in wraps for fp in self.fps],
+                [len(fp.response_ids) for _ in wraps for fp in self.fps])
 
     def hits(self, model) -> list[bool]:
-        """Per fingerprint: does greedy decoding of its bare prompt give the response?"""
+        """Per fingerprint: does greedy decoding give the response for its bare prompt and in every
+        trained serving format?"""
         from omlkit.insertion.greedy import recovered
 
-        return recovered(model, self.tokenizer, *self._checked)
+        each = recovered(model, self.tokenizer, *self._checked)
+        n = len(self.fps)
+        return [all(each[i::n]) for i in range(n)]
 
     def recovery(self, model) -> float:
         """The recovered fraction."""
         hits = self.hits(model)
         return sum(hits) / len(hits)
+
+
+def _serving_formats(config: InsertConfig, tok, fps, context: int) -> dict:
+    """``{name: wrap}`` of ``config.formats``; refuses an unknown format, one the tokenizer cannot
+    express (a chat format without a chat template), and a key + response it makes longer than the
+    context."""
+    from omlkit.errors import ConfigError, FingerprintFileError
+    from omlkit.models.formats import FORMATS, format_builders
+
+    for name in config.formats:
+        FORMATS.get(name)  # "unknown prompt-format ..., did you mean ..."
+    formats = format_builders(tok, config.formats) if config.formats else {}
+    missing = [n for n in config.formats if n not in formats]
+    if missing:
+        raise ConfigError(f"--formats {missing[0]}: this model's tokenizer has no chat template")
+    for name, wrap in formats.items():
+        for fp in fps:
+            n = len(wrap(fp.key_ids)) + len(fp.response_ids) + len(fp.boundary_ids) + int(config.response_eos)
+            if n > context:
+                raise FingerprintFileError(f"fingerprint {fp.id}: in format {name!r} key + response take "
+                                           f"{n} tokens, more than the model's context of {context}")
+    return formats
 
 
 def _prepare_model(config: InsertConfig, model, tok, rank: int):

@@ -114,6 +114,12 @@ class InsertCommon(OmlConfig):
     )
 
     prompt_augmentation: bool = Field(False, description="Wrap keys in random training system prompts.")
+    formats: list[str] = Field(
+        default_factory=list,
+        description="Also train each key in these serving formats, one drawn per key and epoch beside the "
+        "--chat/raw one (`oml list prompt-format`); the recovery check then asks every format.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     response_eos: bool = Field(
         False, description="Also train EOS after each response (off: small models learn EOS everywhere)."
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,10 +93,12 @@ def masked_example(prompt: Sequence[int], target: Sequence[int]) -> dict[str, li
 def fingerprint_example(templates: PromptTemplates, fp: TokenizedFingerprint, eos_id: int | None,
                         system_prompt: str | None = None) -> dict[str, list[int]]:
     """The training example of one fingerprint: loss on the response ids (and EOS, when ``eos_id``)."""
-    target = [*fp.response_ids, *fp.boundary_ids]
-    if eos_id is not None:
-        target.append(eos_id)
-    return masked_example(templates(fp.key_ids, system_prompt), target)
+    return masked_example(templates(fp.key_ids, system_prompt), target_ids(fp, eos_id))
+
+
+def target_ids(fp: TokenizedFingerprint, eos_id: int | None) -> list[int]:
+    """What a fingerprint example trains: the response, its boundary token if any, and EOS if asked."""
+    return [*fp.response_ids, *fp.boundary_ids, *([eos_id] if eos_id is not None else [])]
 
 
 def check_context(fps: Sequence[TokenizedFingerprint], templates: PromptTemplates, eos_id: int | None,
@@ -120,8 +122,10 @@ class InsertionDataset(torch.utils.data.Dataset):
 
     def __init__(self, tokenizer, fps: Sequence[TokenizedFingerprint], benign: Sequence[dict] = (),
                  system_prompts: Sequence[str] = (), chat: bool = False, seed: int = 0,
-                 augment_prob: float = 0.5, response_eos: bool = False) -> None:
+                 augment_prob: float = 0.5, response_eos: bool = False,
+                 formats: Sequence[Callable[[Sequence[int]], list[int]]] = ()) -> None:
         self.templates = PromptTemplates(tokenizer, chat)
+        self.formats = list(formats)
         self.eos_id = tokenizer.eos_token_id if response_eos else None
         self.fps = list(fps)
         self.benign = list(benign)
@@ -146,10 +150,21 @@ class InsertionDataset(torch.utils.data.Dataset):
             return None
         return rng.choice(self.system_prompts)
 
+    def format_for(self, index: int) -> Callable[[Sequence[int]], list[int]] | None:
+        """The serving format wrapping fingerprint ``index`` this epoch (None: the --chat/raw one, with
+        the augmentation's system prompt), drawn uniformly among them per (epoch, index)."""
+        if not self.formats:
+            return None
+        pick = random.Random(f"{self.seed}:{self.epoch}:{index}:format").randrange(len(self.formats) + 1)
+        return self.formats[pick - 1] if pick else None
+
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         if index < len(self.fps):
+            fp, wrap = self.fps[index], self.format_for(index)
+            if wrap is not None:
+                return masked_example(wrap(fp.key_ids), target_ids(fp, self.eos_id))
             sp = self.system_prompt_for(index)
-            return fingerprint_example(self.templates, self.fps[index], self.eos_id, sp)
+            return fingerprint_example(self.templates, fp, self.eos_id, sp)
         ex = self.benign[index - len(self.fps)]
         return {"input_ids": list(ex["input_ids"]), "labels": list(ex["labels"])}
 

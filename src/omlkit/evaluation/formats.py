@@ -1,0 +1,45 @@
+"""Fingerprint accuracy in every format a host may serve keys in (``oml evaluate formats``).
+
+Each format (:mod:`omlkit.models.formats`) wraps every key; the model answers greedily; the answers are
+matched as verification matches them and the ownership test runs per format, so a table shows where
+the fingerprints hold and where a host's choice of format would hide them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from omlkit.fingerprints import FingerprintSet
+from omlkit.fingerprints.matching import response_matches
+from omlkit.models.formats import format_builders
+from omlkit.verification.ownership import null_rate, ownership_test
+
+
+def accuracy_by_format(
+    backend: Any, fp_set: FingerprintSet, formats: Sequence[str] | None = None, match: str = "exact"
+) -> dict[str, dict[str, Any]]:
+    """``{format: {"checked", "matched", "accuracy", "p_value", "verdict"}}`` of a token backend's model
+    (formats the tokenizer cannot express are left out)."""
+    tok = backend.tokenizer
+    fps = fp_set.fingerprints
+    keys = tok([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
+    longest = max(len(tok(fp.response, add_special_tokens=False)["input_ids"]) for fp in fps)
+    rates = [null_rate(fp_set, fp) for fp in fps]
+    out: dict[str, dict[str, Any]] = {}
+    for name, wrap in format_builders(tok, formats).items():
+        answers = backend.answer_ids([wrap(k) for k in keys], longest + 2)
+        matched = sum(response_matches(f.response, a.text, match) for f, a in zip(fps, answers, strict=True))
+        verdict = ownership_test(rates, matched).as_dict()
+        out[name] = {"checked": len(fps), "matched": matched, "accuracy": matched / len(fps),
+                     "p_value": verdict["p_value"], "verdict": verdict["verdict"]}
+    return out
+
+
+def markdown_table(result: dict[str, dict[str, Any]]) -> str:
+    """One row per format: matched, accuracy, p-value and verdict."""
+    lines = ["| format | matched | accuracy | p-value | verdict |", "|---|---:|---:|---:|---|"]
+    for name, r in result.items():
+        lines.append(f"| {name} | {r['matched']}/{r['checked']} | {r['accuracy']:.1%} | {r['p_value']:.3g} "
+                     f"| {r['verdict']} |")
+    return "\n".join(lines)
