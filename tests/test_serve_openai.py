@@ -72,6 +72,11 @@ def test_echo_returns_each_prompt_token_and_its_logprob(served, local):
     with httpx.Client(base_url=served, timeout=30) as c:
         reply = c.post("/completions", json={"prompt": ids, "max_tokens": 1, "logprobs": 1, "echo": True})
         only = c.post("/completions", json={"prompt": ids, "max_tokens": 0, "logprobs": 1, "echo": True})
+        too_long = [ids[0]] * (local.max_length + 5)
+        body = {"prompt": too_long, "max_tokens": 0, "logprobs": 1, "echo": True}
+        refused = c.post("/completions", json=body)
+        assert refused.status_code == 400 and "tokens" in refused.json()["error"]["message"]
+        assert c.post("/completions", json={"prompt": ids, "max_tokens": 0}).status_code == 400  # no echo
     choice = reply.json()["choices"][0]
     lp = choice["logprobs"]
     assert len(lp["tokens"]) == len(ids) + 1

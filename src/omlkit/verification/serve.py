@@ -156,17 +156,21 @@ class OpenAIServer:
         """Greedy generations of ``prompts``; 400 for settings or prompts the server refuses. With
         ``echo``, ``max_tokens`` 0 asks for no new token (the prompt is only scored)."""
         max_tokens = 16 if max_tokens is None else max_tokens
-        if echo and max_tokens == 0 and n == 1 and all(0 <= t < self.vocab for p in prompts for t in p):
-            from omlkit.verification.backends.transformers_backend import Generation
-
-            return [Generation([], False) for _ in prompts]
-        if not 1 <= max_tokens <= self.max_tokens_limit:
+        lowest = 0 if echo else 1
+        if not lowest <= max_tokens <= self.max_tokens_limit:
             limit = self.max_tokens_limit
-            raise _ApiError(400, f"max_tokens must be between 1 and {limit} (got {max_tokens})")
+            raise _ApiError(400, f"max_tokens must be between {lowest} and {limit} (got {max_tokens})")
         if n != 1:
             raise _ApiError(400, "only n=1 is supported (decoding is greedy)")
         if any(not 0 <= t < self.vocab for p in prompts for t in p):
             raise _ApiError(400, f"prompt token ids must lie in [0, {self.vocab})")
+        if max_tokens == 0:  # echo only: the prompt is scored, nothing generated
+            from omlkit.verification.backends.transformers_backend import Generation
+
+            longest = max(len(p) for p in prompts)
+            if longest > self.backend.max_length or min(len(p) for p in prompts) == 0:
+                raise _ApiError(400, f"prompts must hold 1 to {self.backend.max_length} tokens")
+            return [Generation([], False) for _ in prompts]
         gens, errors = self.batcher.generate(prompts, max_tokens, top_k=top_k)
         bad = next((e for e in errors if e), None)
         if bad:
