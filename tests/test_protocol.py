@@ -447,6 +447,17 @@ def test_another_hosts_evidence_cannot_be_replayed(world):
     assert world.served.asked[-1][:2] == (other.address, other_endpoint)
 
 
+def test_an_unreachable_host_spends_no_key(world):
+    """When the host's endpoint answers nothing, there is no evidence either way: 502, nothing written."""
+    before = counts(world.ledger)
+    world.platform.observe = lambda host, prompts, max_new_tokens: [None] * len(prompts)
+    refused(world.http.post("/v1/proofs", json=world.proofs({0, 1, 2})), 502, "HostUnreachable",
+            "answered none of the keys")
+    assert counts(world.ledger) == before
+    world.platform.observe = world.served
+    assert world.http.post("/v1/proofs", json=world.proofs({0, 1, 2})).json()["outcome"] == "not_proven"
+
+
 def test_a_host_without_an_endpoint_cannot_be_proven(world):
     silent = Identity.new()
     reply = world.http.post("/v1/hosts", json={"address": silent.address}, headers=world.admin)

@@ -45,6 +45,12 @@ class NoEndpoint(Refused):
     status = 409
 
 
+class HostUnreachable(Refused):
+    """The host's registered endpoint answered none of the verifier's queries."""
+
+    status = 502
+
+
 class NotFound(Refused):
     """The model, fingerprint or record does not exist."""
 

@@ -50,7 +50,14 @@ from omlkit.protocol.messages import (
     new_record_id,
     query_sha256,
 )
-from omlkit.protocol.refusals import BadCommitment, NoEndpoint, NotFound, Spent, Unregistered
+from omlkit.protocol.refusals import (
+    BadCommitment,
+    HostUnreachable,
+    NoEndpoint,
+    NotFound,
+    Spent,
+    Unregistered,
+)
 from omlkit.verification.ownership import ownership_test
 
 
@@ -112,6 +119,11 @@ def verify_submission(
     opened = open_submission(ledger, submission)
     prompts = [[{"role": "user", "content": p.key}] if submission.chat else p.key for p in submission.proofs]
     answers = (observe or http_observer())(opened.host, prompts, submission.max_new_tokens)
+    if all(a is None for a in answers):  # down or unreachable: no evidence either way, nothing is spent
+        raise HostUnreachable(
+            f"host {opened.host.address} answered none of the keys at {opened.host.endpoint}; nothing was "
+            "recorded and no key was spent"
+        )
     return record_outcome(
         ledger, identity, submission, opened, answers, alpha=alpha, now=time.time() if now is None else now
     )
