@@ -37,22 +37,23 @@ def _raw_no_bos(tok):  # noqa: ANN001, ANN202
     return lambda key: list(key)
 
 
-@FORMATS.register("chat")
-def _chat(tok):  # noqa: ANN001, ANN202
-    """The key as the user message of the chat template."""
+def _chat_template(tok, system_prompt: str | None):  # noqa: ANN001, ANN202
     if not has_chat_template(tok):
         return None
     templates = PromptTemplates(tok, chat=True)
-    return lambda key: templates(key)
+    return lambda key: templates(key, system_prompt)
+
+
+@FORMATS.register("chat")
+def _chat(tok):  # noqa: ANN001, ANN202
+    """The key as the user message of the chat template."""
+    return _chat_template(tok, None)
 
 
 @FORMATS.register("chat-system")
 def _chat_system(tok):  # noqa: ANN001, ANN202
     """The chat template with a system message in front (:data:`HOST_SYSTEM_PROMPT`)."""
-    if not has_chat_template(tok):
-        return None
-    templates = PromptTemplates(tok, chat=True)
-    return lambda key: templates(key, HOST_SYSTEM_PROMPT)
+    return _chat_template(tok, HOST_SYSTEM_PROMPT)
 
 
 @FORMATS.register("dialog")
