@@ -42,6 +42,9 @@ def test_stream_sends_the_same_answer_in_chunks(served):
         assert "".join(e["choices"][0]["text"] for e in events) == whole["text"]
         assert events[-1]["choices"][0]["finish_reason"] == whole["finish_reason"]
         assert all(e["object"] == "text_completion" for e in events)
+        echoed = c.post("/completions", json={**body, "echo": True}).json()["choices"][0]["text"]
+        events = _events(c, "/completions", {**body, "echo": True, "stream": True})
+        assert "".join(e["choices"][0]["text"] for e in events) == echoed
 
         chat = {"messages": [{"role": "user", "content": "Hello there"}], "max_tokens": 8}
         whole = c.post("/chat/completions", json=chat).json()["choices"][0]

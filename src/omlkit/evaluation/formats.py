@@ -14,6 +14,7 @@ from omlkit.fingerprints import FingerprintSet
 from omlkit.fingerprints.matching import response_matches
 from omlkit.models.formats import format_builders
 from omlkit.verification.ownership import null_rate, ownership_test
+from omlkit.verification.verify import default_max_new_tokens
 
 
 def accuracy_by_format(
@@ -24,11 +25,11 @@ def accuracy_by_format(
     tok = backend.tokenizer
     fps = fp_set.fingerprints
     keys = tok([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
-    longest = max(len(tok(fp.response, add_special_tokens=False)["input_ids"]) for fp in fps)
+    max_new_tokens = default_max_new_tokens(fps, fp_set.strategy.params)  # as verification asks
     rates = [null_rate(fp_set, fp) for fp in fps]
     out: dict[str, dict[str, Any]] = {}
     for name, wrap in format_builders(tok, formats).items():
-        answers = backend.answer_ids([wrap(k) for k in keys], longest + 2)
+        answers = backend.answer_ids([wrap(k) for k in keys], max_new_tokens)
         matched = sum(response_matches(f.response, a.text, match) for f, a in zip(fps, answers, strict=True))
         verdict = ownership_test(rates, matched).as_dict()
         out[name] = {"checked": len(fps), "matched": matched, "accuracy": matched / len(fps),

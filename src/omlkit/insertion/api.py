@@ -230,6 +230,7 @@ def _serving_formats(config: InsertConfig, tok, fps, context: int) -> dict:
     express (a chat format without a chat template), and a key + response it makes longer than the
     context."""
     from omlkit.errors import ConfigError, FingerprintFileError
+    from omlkit.insertion.dataset import target_ids
     from omlkit.models.formats import FORMATS, format_builders
 
     for name in config.formats:
@@ -238,9 +239,10 @@ def _serving_formats(config: InsertConfig, tok, fps, context: int) -> dict:
     missing = [n for n in config.formats if n not in formats]
     if missing:
         raise ConfigError(f"--formats {missing[0]}: this model's tokenizer has no chat template")
+    eos = tok.eos_token_id if config.response_eos else None
     for name, wrap in formats.items():
         for fp in fps:
-            n = len(wrap(fp.key_ids)) + len(fp.response_ids) + len(fp.boundary_ids) + int(config.response_eos)
+            n = len(wrap(fp.key_ids)) + len(target_ids(fp, eos))
             if n > context:
                 raise FingerprintFileError(f"fingerprint {fp.id}: in format {name!r} key + response take "
                                            f"{n} tokens, more than the model's context of {context}")

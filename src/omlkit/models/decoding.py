@@ -4,8 +4,8 @@ processors for decoding-time changes.
 Verification, serving, the insertion's recovery check and benign targets all decode through
 :func:`greedy_batch`. ``benchmarks/verify.py`` timed a hand-written KV-cache loop against ``generate``
 on the same batches: 1.00× (omlkit-tiny) and 1.02× (SmolLM2-135M), identical token ids, so there is
-no loop of our own. The generation settings are given in full (a fresh ``GenerationConfig``), so a
-model's shipped generation config (a repetition penalty, sampling) never changes what greedy means.
+no loop of our own. Every generation setting is given (the neutral defaults included), so a model's
+shipped generation config (a repetition penalty, sampling) never changes what greedy means.
 
 A decoding-time attack (output suppression, a prompt filter) is a :class:`ProcessedModel`: the
 unchanged model plus the ``LogitsProcessor`` objects its ``generate`` applies; its forward is the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import torch
@@ -42,10 +43,7 @@ def greedy_batch(
     """Greedy decoding of a left-padded batch with ``model.generate``; stops a row at any of ``eos_ids``."""
     from transformers import GenerationConfig
 
-    # a field left None is filled from the model's own generation config, so every setting that shapes
-    # greedy decoding (repetition penalty, n-gram blocking, minimum length) is given its neutral value
-    neutral = getattr(GenerationConfig(), "_get_default_generation_params", dict)()
-    settings = {k: v for k, v in neutral.items() if v is not None and k != "max_length"}
+    settings = dict(_neutral_settings())
     settings.update(
         max_new_tokens=max_new_tokens,
         do_sample=False,
@@ -59,6 +57,17 @@ def greedy_batch(
     with torch.inference_mode():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=config)
     return GreedyBatch(out.sequences[:, input_ids.shape[1] :], tuple(out.scores) if scores else None)
+
+
+@cache
+def _neutral_settings() -> tuple[tuple[str, Any], ...]:
+    """transformers' neutral value of every generation setting. A field left None is filled from the
+    model's own generation config, so each setting that shapes greedy decoding (repetition penalty,
+    n-gram blocking, minimum length) is given explicitly. Computed once."""
+    from transformers import GenerationConfig
+
+    neutral = getattr(GenerationConfig(), "_get_default_generation_params", dict)()
+    return tuple((k, v) for k, v in neutral.items() if v is not None and k != "max_length")
 
 
 def processors_of(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list:

@@ -11,6 +11,7 @@ prompts), so throughput grows with client concurrency while each answer stays wh
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 import uuid
@@ -221,7 +222,7 @@ class OpenAIServer:
                 "tokens": tokens,
                 "token_logprobs": lps,
                 "top_logprobs": [None if t is None else _top_dict(tok, t[: max(top_k, 1)]) for t in tops],
-                "text_offset": [sum(len(x) for x in tokens[:j]) for j in range(len(tokens))],
+                "text_offset": [0, *itertools.accumulate(len(t) for t in tokens[:-1])] if tokens else [],
             }
         return choice
 
@@ -239,21 +240,29 @@ class OpenAIServer:
             ]}
         return choice
 
-    def stream(self, kind: str, choices: list[dict[str, Any]], gens: list) -> StreamingResponse:
-        """The finished answer streamed as the API does: a chunk per token, then one with the finish
-        reason (``kind``: ``text_completion`` or ``chat.completion``)."""
+    def head(self, kind: str, chunk: bool = False) -> dict[str, Any]:
+        """What every response (or streamed ``chunk``) of ``kind`` starts with: id, object, time, model."""
         chat = kind == "chat.completion"
-        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
-                "object": "chat.completion.chunk" if chat else "text_completion",
+        obj = ("chat.completion.chunk" if chat else kind) if chunk else kind
+        return {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}", "object": obj,
                 "created": int(time.time()), "model": self.name}
+
+    def stream(
+        self, kind: str, choices: list[dict[str, Any]], gens: list, leads: list[str] | None = None
+    ) -> StreamingResponse:
+        """The finished answer streamed as the API does: a chunk per token, then one with the finish
+        reason (``kind``: ``text_completion`` or ``chat.completion``); ``leads`` are echoed prompts,
+        sent as the first chunk of each choice."""
+        chat = kind == "chat.completion"
+        head = self.head(kind, chunk=True)
         events = []
-        for choice, gen in zip(choices, gens, strict=True):
+        for choice, gen, lead in zip(choices, gens, leads or [""] * len(gens), strict=True):
             i = choice["index"]
             text = choice["message"]["content"] if chat else choice["text"]
             if chat:
                 events.append({**head, "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                     "finish_reason": None}]})
-            for piece in _pieces(self.tok, list(gen.ids), text):
+            for piece in ([lead] if lead else []) + _pieces(self.tok, list(gen.ids), text[len(lead):]):
                 body = {"delta": {"content": piece}} if chat else {"text": piece, "logprobs": None}
                 chunk = {"index": i, **body, "finish_reason": None}
                 events.append({**head, "choices": [chunk]})
@@ -265,9 +274,7 @@ class OpenAIServer:
     def response(self, kind: str, prompts: list[list[int]], gens: list, choices: list) -> dict[str, Any]:
         """The response body around ``choices``: id, object ``kind``, model and token usage."""
         p, c = sum(len(x) for x in prompts), sum(len(g.ids) for g in gens)
-        prefix = "chatcmpl" if kind == "chat.completion" else "cmpl"
-        return {"id": f"{prefix}-{uuid.uuid4().hex[:24]}", "object": kind, "created": int(time.time()),
-                "model": self.name, "choices": choices,
+        return {**self.head(kind), "choices": choices,
                 "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
 
 
@@ -365,7 +372,8 @@ def create_app(
             server.completion_choice(i, g, req.stop, req.logprobs, echoed[i]) for i, g in enumerate(gens)
         ]
         if req.stream:
-            return server.stream("text_completion", choices, gens)
+            leads = [server.tok.decode(p, skip_special_tokens=True) for p in prompts] if req.echo else None
+            return server.stream("text_completion", choices, gens, leads)
         return server.response("text_completion", prompts, gens, choices)
 
     @app.post("/v1/chat/completions", dependencies=keyed)

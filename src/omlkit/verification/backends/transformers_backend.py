@@ -66,6 +66,18 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return sorted(ids)
 
 
+def _scored_steps(out: Any, top_k: int) -> list[tuple[list[float], list[list[int]], list[list[float]]]]:
+    """Per generated step, for the whole batch at once: the chosen tokens' log-probabilities and the
+    ``top_k`` (ids, log-probabilities) of each row."""
+    steps = []
+    for j, scores in enumerate(out.scores):
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        best = logp.topk(min(top_k, logp.shape[-1]), dim=-1)
+        chosen = logp.gather(-1, out.ids[:, j : j + 1].to(logp.device))[:, 0]
+        steps.append((chosen.tolist(), best.indices.tolist(), best.values.tolist()))
+    return steps
+
+
 @BACKENDS.register("transformers")
 class TransformersBackend(TokenBackend):
     """Greedy decoding on a local causal LM: a model object, a name/path loaded with ``load_model``, or a
@@ -161,17 +173,14 @@ class TransformersBackend(TokenBackend):
         out = greedy_batch(
             self.model, ids, mask, max_new_tokens, self.pad_id, self.eos_ids, scores=bool(top_k)
         )
-        logp = [torch.log_softmax(step.float(), dim=-1) for step in out.scores or ()]
+        steps = _scored_steps(out, top_k) if top_k else []
         result = []
         for r, row in enumerate(out.ids.tolist()):
             cut = next((j for j, t in enumerate(row) if t in self.eos_ids), None)
             kept = row[:cut] if cut is not None else row
-            span = row[: cut + 1] if cut is not None else row
-            lp, top = [], []
-            for j, token in enumerate(span if top_k else ()):
-                best = logp[j][r].topk(min(top_k, logp[j].shape[-1]))
-                lp.append(float(logp[j][r, token]))
-                top.append(list(zip(best.indices.tolist(), best.values.tolist(), strict=True)))
+            span = len(kept) + (cut is not None) if steps else 0  # the EOS step is scored too
+            lp = [steps[j][0][r] for j in range(span)]
+            top = [list(zip(steps[j][1][r], steps[j][2][r], strict=True)) for j in range(span)]
             result.append(Generation(kept, cut is not None, lp, top, row[cut] if cut is not None else None))
         return result
 
@@ -230,16 +239,14 @@ class TransformersBackend(TokenBackend):
                 rows = [list(r) for r in prompts_ids[start : start + self.batch_size]]
                 ids, mask = pad_batch(rows, self.pad_id, left=False)
                 logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-                logp = torch.log_softmax(logits.float(), dim=-1)
+                logp = torch.log_softmax(logits.float(), dim=-1)[:, :-1]  # position i predicts token i + 1
+                chosen = logp.gather(-1, ids[:, 1:, None].to(logp.device))[..., 0].tolist()
+                best = logp.topk(min(max(top_k, 1), logp.shape[-1]), dim=-1)
+                top_ids, top_lps = best.indices.tolist(), best.values.tolist()
                 for r, row in enumerate(rows):
-                    steps = logp[r, : len(row) - 1]
-                    chosen = steps.gather(-1, torch.tensor(row[1:], device=steps.device)[:, None])[:, 0]
-                    best = steps.topk(min(max(top_k, 1), steps.shape[-1]), dim=-1) if len(row) > 1 else None
-                    top = [] if best is None else [
-                        list(zip(i.tolist(), v.tolist(), strict=True))
-                        for i, v in zip(best.indices, best.values, strict=True)
-                    ]
-                    out.append(([None, *chosen.tolist()], [None, *top]))
+                    n = len(row) - 1
+                    top = [list(zip(top_ids[r][i], top_lps[r][i], strict=True)) for i in range(n)]
+                    out.append(([None, *chosen[r][:n]], [None, *top]))
         return out
 
     def top_first_tokens_ids(self, prompts_ids: Sequence[Sequence[int]], k: int) -> list[list[str] | None]:
