@@ -1,9 +1,11 @@
 """Persistence of fingerprints under an attack of increasing strength, and what the attack costs in utility.
 
 Persistence at a strength is the share of the fingerprints that matched *before* the attack that still
-match after it (keys that never matched are left out: they were never evidence). The utility delta is
-the attacked model's held-out perplexity minus the unattacked model's; decoding-time attacks add their
-own side-effect measures (refusal or intervention rates), since perplexity does not see them.
+match after it (keys that never matched are left out: they were never evidence); the attack success
+is its complement. Utility is measured twice: the held-out perplexity delta (what the weights lost) and
+the generation utility of :mod:`omlkit.evaluation.generated` (what the answers lost, which is all a
+decoding-time attack costs); decoding-time attacks add their own side-effect measures (refusal or
+intervention rates).
 """
 
 from __future__ import annotations
@@ -50,6 +52,22 @@ def check_summary(result: Any) -> dict[str, Any]:
     }
 
 
+def attack_outcome(before: Any, after: Any) -> dict[str, Any]:
+    """What an attack did to the evidence: the attacked model's check, the fingerprints that survived,
+    ``attack_success`` (the share of the fingerprints matched before that it removed) and whether it
+    flipped an "owned" verdict."""
+    before_ids, after_ids = matched_ids(before.records), matched_ids(after.records)
+    kept = persistence(before_ids, after_ids)
+    summary = check_summary(after)
+    return {
+        **summary,
+        "survived": len(before_ids & after_ids),
+        "persistence": kept,
+        "attack_success": None if kept is None else 1.0 - kept,
+        "verdict_flipped": before.verdict.as_dict()["verdict"] == "owned" and summary["verdict"] != "owned",
+    }
+
+
 def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> tuple[Path, dict[str, Any]]:
     """Attack ``cfg.model`` at each strength, verify and measure utility each time; writes ``attack.json``.
 
@@ -58,6 +76,7 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     fingerprint file for another tokenizer, and an existing output folder without ``--force``.
     """
     from omlkit.evaluation.attacks import ATTACKS, load_attacked
+    from omlkit.evaluation.generated import GenerationCheck
     from omlkit.evaluation.utility import heldout_perplexity, heldout_texts
     from omlkit.models.loading import load_model
     from omlkit.verification.verify import verify_model
@@ -85,11 +104,10 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     fp_set.check_tokenizer(tok, source=str(cfg.fingerprints))
     say(f"before the attack: verifying {len(fp_set)} fingerprints")
     before, ppl_before = measure(model, tok)
-    before_ids = matched_ids(before.records)
+    judge, judge_tok = load_model(base, device=cfg.device)
+    ppl_base = heldout_perplexity(judge, judge_tok, texts)
+    generation = GenerationCheck.build(model, judge, tok, texts, chat=cfg.chat)
     del model
-    base_model, base_tok = load_model(base, device=cfg.device)
-    ppl_base = heldout_perplexity(base_model, base_tok, texts)
-    del base_model
     result: dict[str, Any] = {
         "format": ATTACK_FORMAT,
         "created": now(),
@@ -113,44 +131,34 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
         say(f"{cfg.kind} {attack.strength_name}={strength:g}: verifying the attacked model")
         model, tok = load_attacked(folder, device=cfg.device)
         after, ppl = measure(model, tok)
-        after_ids = matched_ids(after.records)
-        result["results"].append(
-            {
-                "strength": strength,
-                "path": str(folder),
-                **check_summary(after),
-                "survived": len(before_ids & after_ids),
-                "persistence": persistence(before_ids, after_ids),
-                "perplexity": ppl,
-                "utility_delta": ppl - ppl_before,
-                "side_effects": attack.side_effects(model, tok, texts),
-            }
-        )
+        row = {"strength": strength, "path": str(folder), **attack_outcome(before, after)}
+        row.update(perplexity=ppl, utility_delta=ppl - ppl_before, **generation.measure(model))
+        row["side_effects"] = attack.side_effects(model, tok, texts)
+        result["results"].append(row)
         del model
         write_result(path, result, force=True)
     return write_result(path, result, force=True), result
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """An attack result as Markdown: a row per strength with accuracy, persistence and utility."""
+    """An attack result as Markdown: a row per strength with accuracy, attack success and utility."""
     name = result["strength_name"]
     extra = sorted({k for r in result["results"] for k in r.get("side_effects", {})})
-    head = [name, "matched", "persistence", "verdict", "perplexity", "Δ perplexity", *extra]
+    head = [name, "matched", "attack success", "verdict", "Δ perplexity", "generation utility", *extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     b = result["before"]
-    lines.append(
-        f"| before | {b['matched']}/{b['checked']} | – | {b['verdict']} | {b['perplexity']:.2f} | – |"
-        + " – |" * len(extra)
-    )
+    before = f"| before | {b['matched']}/{b['checked']} | – | {b['verdict']} | – | – |"
+    lines.append(before + " – |" * len(extra))
     for r in result["results"]:
-        pers = "–" if r["persistence"] is None else f"{r['persistence']:.1%}"
+        success = r.get("attack_success")
+        utility = r.get("generation_utility")
         cells = [
             f"{r['strength']:g}",
             f"{r['matched']}/{r['checked']}",
-            pers,
+            "–" if success is None else f"{success:.1%}",
             r["verdict"],
-            f"{r['perplexity']:.2f}",
             f"{r['utility_delta']:+.2f}",
+            "–" if utility is None else f"{utility:.1%}",
             *(f"{r.get('side_effects', {}).get(k, float('nan')):.3f}" for k in extra),
         ]
         lines.append("| " + " | ".join(cells) + " |")

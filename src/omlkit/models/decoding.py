@@ -59,6 +59,18 @@ def greedy_batch(
     return GreedyBatch(out.sequences[:, input_ids.shape[1] :], tuple(out.scores) if scores else None)
 
 
+def eos_ids(model: Any, tokenizer: Any) -> list[int]:
+    """Every id that ends an answer: the model's generation config's EOS ids and the tokenizer's."""
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), tokenizer):
+        eos = getattr(src, "eos_token_id", None) if src is not None else None
+        if isinstance(eos, int):
+            ids.add(eos)
+        elif isinstance(eos, (list, tuple)):
+            ids.update(int(e) for e in eos)
+    return sorted(ids)
+
+
 @cache
 def _neutral_settings() -> tuple[tuple[str, Any], ...]:
     """transformers' neutral value of every generation setting. A field left None is filled from the

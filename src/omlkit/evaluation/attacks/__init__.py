@@ -4,10 +4,14 @@ from omlkit.evaluation.attacks import (  # noqa: F401  (imported to register)
     dummy,
     finetune,
     lora,
+    meraser,
     merge,
     perplexity_filter,
     quantize,
     suppress,
+    suppress_lookahead,
+    suppress_neighbor,
+    suppress_topk,
 )
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, load_attacked
 from omlkit.evaluation.attacks.config import AttackConfig, attack_config

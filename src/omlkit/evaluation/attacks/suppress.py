@@ -30,7 +30,8 @@ class SuppressOptions(Options):
 
     gates: list[Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
         default_factory=list,
-        description="Strengths of suppress: top-token probability above which it is masked.",
+        description="Strengths of suppress (top-token probability) and suppress-lookahead (mean "
+        "probability of the run after it) above which the top token is masked.",
     )
 
 

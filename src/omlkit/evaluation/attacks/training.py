@@ -21,18 +21,25 @@ from omlkit.evaluation.attacks.base import Attack
 from omlkit.options import Options
 
 
-class TrainingOptions(Options):
+class TrainingDataOptions(Options):
+    """What every training attack (``finetune``, ``lora``, ``meraser``) trains on, and how."""
+
+    data: Path | None = Field(
+        None, description="Benign text file/folder of the training attacks (default: corpus train)."
+    )
+    lr: float | None = Field(
+        None, gt=0, description="Learning rate of the training attacks (default per attack)."
+    )
+    train_batch_size: int = Field(8, ge=1, description="Sequences per training-attack step.")
+    seq_len: int = Field(128, ge=8, description="Tokens per training-attack sequence.")
+
+
+class TrainingOptions(TrainingDataOptions):
     """Options of the fine-tuning attacks (``finetune``, ``lora``): how long and on what the host trains."""
 
     steps: list[Annotated[int, Field(ge=0)]] = Field(
         default_factory=list, description="Strengths of finetune/lora: optimizer steps."
     )
-    data: Path | None = Field(
-        None, description="Benign text file/folder for finetune/lora (default: corpus train)."
-    )
-    lr: float | None = Field(None, gt=0, description="Learning rate of finetune/lora (default per attack).")
-    train_batch_size: int = Field(8, ge=1, description="Sequences per finetune/lora step.")
-    seq_len: int = Field(128, ge=8, description="Tokens per finetune/lora training sequence.")
 
 
 def attacker_texts(data: Path | None) -> list[str]:
@@ -74,13 +81,16 @@ def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[
 
 def train_steps(
     model: torch.nn.Module,
-    batches: Iterator[torch.Tensor],
+    batches: Iterator[torch.Tensor | dict[str, torch.Tensor]],
     params: Sequence[torch.nn.Parameter],
     lr: float,
     checkpoints: Sequence[int],
     on_checkpoint: Callable[[int], None],
 ) -> list[float]:
     """Causal-LM AdamW training up to ``max(checkpoints)`` steps; ``on_checkpoint(step)`` at each one.
+
+    A batch is a tensor of token ids (every token trained) or the model's keyword arguments (``input_ids``,
+    ``attention_mask``, ``labels`` with -100 where nothing is trained).
 
     Step 0 (if requested) is reported before any training. Returns the loss of every step.
     """
@@ -92,8 +102,9 @@ def train_steps(
         on_checkpoint(0)
     model.train()
     for step in range(1, (targets[-1] if targets else 0) + 1):
-        ids = next(batches).to(device)
-        loss = model(input_ids=ids, labels=ids).loss
+        batch = next(batches)
+        inputs = batch if isinstance(batch, dict) else {"input_ids": batch, "labels": batch}
+        loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from omlkit.errors import ConfigError
-from omlkit.models.decoding import greedy_batch, processed_next_scores
+from omlkit.models.decoding import eos_ids, greedy_batch, processed_next_scores
 from omlkit.models.logits import eval_mode, pad_batch, pad_id
 from omlkit.options import Options
 from omlkit.verification.backends.base import BACKENDS, Answer, TokenBackend
@@ -53,17 +53,6 @@ class Generation:
     logprobs: list[float] = field(default_factory=list)
     top: list[list[tuple[int, float]]] = field(default_factory=list)
     stop_id: int | None = None
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), tokenizer):
-        eos = getattr(src, "eos_token_id", None) if src is not None else None
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, (list, tuple)):
-            ids.update(int(e) for e in eos)
-    return sorted(ids)
 
 
 def _scored_steps(out: Any, top_k: int) -> list[tuple[list[float], list[list[int]], list[list[float]]]]:
@@ -117,7 +106,7 @@ class TransformersBackend(TokenBackend):
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.pad_id = pad_id(tokenizer)
-        self.eos_ids = _eos_ids(model, tokenizer)
+        self.eos_ids = eos_ids(model, tokenizer)
         self.max_length = context_length(model)
 
     @classmethod
