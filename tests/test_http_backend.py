@@ -254,8 +254,8 @@ def test_transformers_and_endpoint_agree_key_by_key(served, local):
                 (r["id"], r["answer"], r["matched"]) for r in b.records
             ]
             assert a.verdict == b.verdict
-    a = verify_fingerprints(own, local, match="rank", rank_k=3)
-    b = verify_fingerprints(own, remote, match="rank", rank_k=3)
+    a = verify_fingerprints(own, local, match="rank", rank_k=3, null_model=local)
+    b = verify_fingerprints(own, remote, match="rank", rank_k=3, null_model=local)
     assert [r["rank"] for r in a.records] == [r["rank"] for r in b.records]
     assert verify_fingerprints(own, remote).verdict.owned
     assert not verify_fingerprints(random_words, remote).verdict.owned

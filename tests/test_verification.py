@@ -11,10 +11,11 @@ from scipy import stats
 from _helpers import ANSWER_WORDS as WORDS
 from _helpers import make_set, self_fingerprints
 from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
+from omlkit.fingerprints.fingerprint_set import Generator
 from omlkit.fingerprints.matching import first_token_rank, response_matches
 from omlkit.verification.backends import BACKENDS, Answer, Backend
 from omlkit.verification.backends.dummy import DummyBackend
-from omlkit.verification.ownership import ownership_test, poisson_binomial_sf
+from omlkit.verification.ownership import binomial_upper_bound, ownership_test, poisson_binomial_sf
 from omlkit.verification.verify import select_fingerprints, verify_fingerprints, verify_model
 
 # -- matching ------------------------------------------------------------------------------------
@@ -176,8 +177,17 @@ def test_rank_mode_with_dummy():
     # the answer's first word is the default's for odd keys -> rank 1 (second candidate) for those
     answers = {k: (r if i % 2 == 0 else "filler") for i, (k, r) in enumerate(pairs)}
     fp_set = make_set(pairs)
-    res1 = verify_fingerprints(fp_set, DummyBackend(answers, default="x"), match="rank", rank_k=1)
+    null = DummyBackend({}, default="x")
+    asked = DummyBackend(answers, default="x")
+    res1 = verify_fingerprints(fp_set, asked, match="rank", rank_k=1, null_model=null)
     assert res1.matched == 5 and all(r["rank"] == 0 for r in res1.records if r["matched"])
+    assert res1.settings["null_matched"] == 0
+    # a key the never-fingerprinted model matches too is no evidence, however many match
+    everything = DummyBackend(dict(pairs))
+    res2 = verify_fingerprints(fp_set, everything, match="rank", rank_k=1, null_model=everything)
+    assert res2.matched == 10 and res2.verdict.p_value == 1.0 and not res2.verdict.owned
+    with pytest.raises(ConfigError, match="--null-model"):
+        verify_fingerprints(fp_set.model_copy(update={"generator": Generator()}), null, match="rank")
     with pytest.raises(ConfigError, match="rank-k"):
         verify_fingerprints(fp_set, DummyBackend(answers), match="rank", rank_k=0)
     with pytest.raises(ConfigError, match="--match"):
@@ -189,6 +199,13 @@ def test_rank_mode_with_dummy():
         verify_fingerprints(multi, DummyBackend(answers), match="rank")
 
 
+@pytest.mark.parametrize(("hits", "n"), [(0, 8), (3, 256), (31, 64), (63, 64)])
+def test_calibration_bound_is_clopper_pearson(hits, n):
+    expected = stats.beta.ppf(1 - 1e-3, hits + 1, n - hits)
+    assert binomial_upper_bound(hits, n, 1e-3) == pytest.approx(expected, rel=1e-6)
+    assert binomial_upper_bound(n, n) == 1.0
+
+
 def test_base_backend_without_logits_refuses_rank():
     class TextOnly(Backend):
         """Answers every prompt with "a"."""
@@ -198,7 +215,7 @@ def test_base_backend_without_logits_refuses_rank():
             return ["a"] * len(prompts)
 
     with pytest.raises(ConfigError, match="cannot rank"):
-        verify_fingerprints(make_set(dummy_pairs(3)), TextOnly(), match="rank")
+        verify_fingerprints(make_set(dummy_pairs(3)), TextOnly(), match="rank", null_model=DummyBackend({}))
     assert TextOnly().answer(["p"], 1) == [Answer("a")]
 
 
@@ -333,7 +350,7 @@ def test_verify_finds_the_models_own_continuations(micro_backend):
     assert res.verdict.owned  # >= 14 matches at null rate 0.2: p <= 0.2**14 = 1.6e-10
     neg = verify_fingerprints(random_words, micro_backend)
     assert neg.matched == 0 and not neg.verdict.owned
-    ranked = verify_fingerprints(own, micro_backend, match="rank", rank_k=1)
+    ranked = verify_fingerprints(own, micro_backend, match="rank", rank_k=1, null_model=DummyBackend({}))
     n_tokens = {fp.id: fp.meta["response_tokens"] for fp in own.fingerprints}
     assert any(n == 1 for n in n_tokens.values())
     for r in ranked.records:  # a 1-token response is the greedy first token, so it ranks first

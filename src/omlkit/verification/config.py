@@ -42,6 +42,11 @@ class VerifyCommon(OmlConfig):
     rank_k: int = Field(
         1, ge=1, description="With --match rank: a key matches when its response is in the top k."
     )
+    null_model: str | None = Field(
+        None,
+        description="With --match rank: a model never fingerprinted (the base) whose top-k matches "
+        "calibrate the null rate (default: the model that generated the fingerprints).",
+    )
     sample: int | None = Field(
         None, ge=1, description="Check a random subset of N keys (keys are spent once revealed)."
     )

@@ -23,7 +23,13 @@ from omlkit.fingerprints.matching import MATCH_MODES, first_token_rank, response
 from omlkit.io import SECRET_MODE, atomic_write_json, atomic_write_text
 from omlkit.verification.backends.base import Answer, Backend, Prompt, TokenBackend
 from omlkit.verification.config import VerifyConfig
-from omlkit.verification.ownership import DEFAULT_ALPHA, OwnershipVerdict, null_rate, ownership_test
+from omlkit.verification.ownership import (
+    DEFAULT_ALPHA,
+    OwnershipVerdict,
+    calibrated_null_rates,
+    null_rate,
+    ownership_test,
+)
 
 #: Every ``match`` mode verification accepts: the text modes of ``matching`` plus first-token rank.
 VERIFY_MATCH_MODES: tuple[str, ...] = (*MATCH_MODES, "rank")
@@ -154,6 +160,37 @@ def _record(
     return rec
 
 
+def rank_null_matched(
+    fp_set: FingerprintSet,
+    fps: Sequence[Fingerprint],
+    null_model: Any,
+    system_prompt: str | None,
+    chat: bool,
+    rank_k: int,
+) -> set[int]:
+    """Ids of ``fps`` whose response a model never fingerprinted ranks in its top ``rank_k`` (same
+    prompts); ``null_model`` (a model, its path, or a backend) defaults to the model that generated the
+    set."""
+    from omlkit.verification.backends.transformers_backend import TransformersBackend
+
+    reference = null_model or fp_set.generator.model
+    if not reference:
+        raise ConfigError(
+            "--match rank needs a model never fingerprinted to calibrate its null rate: "
+            "pass --null-model (the base model)"
+        )
+    backend = reference if isinstance(reference, Backend) else TransformersBackend(reference)
+    prompts = _prompts(fps, backend, system_prompt, chat)
+    asked = _ask(backend, prompts, "rank", rank_k, 1)
+    return {fp.id for fp, a in zip(fps, asked, strict=True) if _record(fp, *a, "rank", rank_k)["matched"]}
+
+
+def _name(model: Any) -> str:
+    if isinstance(model, (str, os.PathLike)):
+        return str(model)
+    return str(getattr(model, "name_or_path", "") or type(model).__name__)
+
+
 def _load_partial(out: Path, settings: dict[str, Any], force: bool) -> dict[int, dict[str, Any]]:
     """Records already answered without error in ``out`` for the same settings (empty when starting fresh)."""
     summary_path, records_path = out / SUMMARY_FILE, out / RECORDS_FILE
@@ -210,6 +247,7 @@ def verify_fingerprints(
     chat: bool = False,
     match: str = "exact",
     rank_k: int = 1,
+    null_model: Any = None,
     sample: int | None = None,
     seed: int = 0,
     alpha: float = DEFAULT_ALPHA,
@@ -223,9 +261,11 @@ def verify_fingerprints(
 
     With ``out``, writes ``verify.jsonl`` (one record per key) and ``summary.json`` there atomically
     after each chunk of ``chunk_size`` keys and resumes a partial run with the same settings.
-    Refuses: an unknown match mode, rank matching of multi-token responses, a fingerprint file made
-    for another tokenizer than a local backend's, chat mode without a chat template, and an ``out``
-    folder holding a verification with other settings (unless ``force``).
+    Rank matching calibrates its null rates on ``null_model`` (default: the model that generated the
+    fingerprints; :func:`~omlkit.verification.ownership.calibrated_null_rates`).
+    Refuses: an unknown match mode, rank matching of multi-token responses or without a null model, a
+    fingerprint file made for another tokenizer than a local backend's, chat mode without a chat
+    template, and an ``out`` folder holding a verification with other settings (unless ``force``).
     """
     if not isinstance(fp_set, FingerprintSet):
         fp_set = FingerprintSet.load(fp_set)
@@ -247,11 +287,16 @@ def verify_fingerprints(
     fps = select_fingerprints(fp_set, sample, seed)
     if max_new_tokens is None:
         max_new_tokens = default_max_new_tokens(fps, fp_set.strategy.params)
+    null_matched = (
+        rank_null_matched(fp_set, fps, null_model, system_prompt, chat, rank_k) if match == "rank" else None
+    )
     settings = {
         "fingerprints_sha256": fp_set.content_hash(),
         "n_fingerprints": len(fp_set),
         "match": match,
         "rank_k": rank_k if match == "rank" else None,
+        "null_model": _name(null_model or fp_set.generator.model) if match == "rank" else None,
+        "null_matched": None if null_matched is None else len(null_matched),
         "chat": chat,
         "system_prompt": system_prompt,
         "sample": sample,
@@ -270,7 +315,12 @@ def verify_fingerprints(
         ordered = [records[fp.id] for fp in fps if fp.id in records]
         answered = [by_id[r["id"]] for r in ordered if r["error"] is None]
         n_match = sum(1 for r in ordered if r["error"] is None and r["matched"])
-        verdict = ownership_test([null_rate(fp_set, fp) for fp in answered], n_match, alpha)
+        rates = (
+            [null_rate(fp_set, fp) for fp in answered]
+            if null_matched is None
+            else calibrated_null_rates(fp_set, answered, null_matched)
+        )
+        verdict = ownership_test(rates, n_match, alpha)
         return VerifyResult(ordered, verdict, settings)
 
     for start in range(0, len(todo), chunk_size):
@@ -335,6 +385,7 @@ def verify_with_config(
             chat=cfg.chat,
             match=cfg.match,
             rank_k=cfg.rank_k,
+            null_model=cfg.null_model,
             sample=cfg.sample,
             seed=cfg.seed,
             alpha=cfg.alpha,
