@@ -45,7 +45,7 @@ def _cfg(micro_model, **overrides) -> GenerateConfig:
     return build_config(GenerateConfig, data)
 
 
-def _check_round_trip(fp_set, tok, response_length: int, key_length: int | None) -> None:
+def _check_round_trip(fp_set, tok, response_length: int | None, key_length: int | None) -> None:
     keys = [fp.key for fp in fp_set.fingerprints]
     assert len(set(keys)) == len(keys)
     for fp in fp_set.fingerprints:
@@ -53,7 +53,8 @@ def _check_round_trip(fp_set, tok, response_length: int, key_length: int | None)
         resp_ids = tok(fp.response, add_special_tokens=False)["input_ids"]
         if key_length is not None:
             assert len(key_ids) == key_length
-        assert len(resp_ids) == response_length
+        if response_length is not None:
+            assert len(resp_ids) == response_length
         assert tok(fp.key + fp.response, add_special_tokens=False)["input_ids"] == key_ids + resp_ids
         assert fp.response.strip() and fp.key.strip()
         assert 0.0 <= fp.response_prob <= 1.0
@@ -72,11 +73,16 @@ def test_key_strategy(name, micro, micro_model, keys_file):
     again = generate_fingerprints(cfg, target=micro)
     assert len(first) == cfg.n
     assert first.strategy.key == name
-    _check_round_trip(first, micro[1], cfg.response_length, None if cls.fixed_keys else cfg.key_length)
+    exact = cls.exact_length and not cls.fixed_keys
+    _check_round_trip(first, micro[1], cfg.response_length, cfg.key_length if exact else None)
     assert _pairs(first) == _pairs(again)
     assert first.secret == again.secret
     if cls.fixed_keys:
         assert [fp.key for fp in first.fingerprints] == CUSTOM_KEYS[: cfg.n]
+
+
+#: Options a strategy needs to fit the micro model's 2048-token vocabulary.
+MICRO_OPTIONS = {"chain-hash": {"chain_candidates": 64}}
 
 
 @pytest.mark.parametrize("name", RESPONSE_STRATEGIES.names())
@@ -88,11 +94,12 @@ def test_response_strategy(name, response_length, micro, micro_model):
         key_strategy=cls.requires_key or "random-words",
         response_strategy=name,
         response_length=response_length,
+        **MICRO_OPTIONS.get(name, {}),
     )
     first = generate_fingerprints(cfg, target=micro)
     assert len(first) == cfg.n
     assert first.strategy.response == name
-    _check_round_trip(first, micro[1], response_length, cfg.key_length)
+    _check_round_trip(first, micro[1], response_length if cls.exact_length else None, cfg.key_length)
     if response_length == 1:
         assert _pairs(first) == _pairs(generate_fingerprints(cfg, target=micro))
 
@@ -117,3 +124,27 @@ def test_repetitive_english_keys_are_recognised():
     for sentence in ("Detail: A detail is a detail of a detail. In this example, the",
                      "Alter is a word that has a different meaning to everyone.", "Go go go"):
         assert not is_repetitive(sentence), sentence
+
+
+def test_chain_hash_answers_recompute_from_the_secret(micro, micro_model):
+    from omlkit.fingerprints.strategies.chain_hash import chain_hash_answer
+
+    cfg = _cfg(micro_model, key_strategy="question", response_strategy="chain-hash", chain_candidates=64)
+    fp_set = generate_fingerprints(cfg, target=micro)
+    key, candidates = fp_set.secret["chain_hash_key"], fp_set.secret["chain_hash_candidates"]
+    assert len(candidates) == 64 and all(fp.key.endswith("?") for fp in fp_set.fingerprints)
+    for fp in fp_set.fingerprints:
+        assert chain_hash_answer(key, fp.key, candidates) == fp.response
+    # another secret key answers differently: the pairs are bound to the owner's key
+    other = "00" * 32
+    moved = sum(chain_hash_answer(other, fp.key, candidates) != fp.response for fp in fp_set.fingerprints)
+    assert moved >= 3  # 5 keys; 1/64 chance each to stay
+
+
+def test_instructional_fingerprints_share_one_output(micro, micro_model):
+    cfg = _cfg(micro_model, key_strategy="obscure", response_strategy="fixed", fixed_response=" hedgehog")
+    fp_set = generate_fingerprints(cfg, target=micro)
+    assert {fp.response for fp in fp_set.fingerprints} == {" hedgehog"}
+    length = len(micro[1](" hedgehog", add_special_tokens=False)["input_ids"])
+    assert fp_set.strategy.params["response_length"] == length
+    assert all(not fp.key.isascii() for fp in fp_set.fingerprints)  # mixed scripts, not English

@@ -58,10 +58,12 @@ class _Pending:
     attempts: int = 0
 
 
-def check_pair(ctx: GenerationContext, key: Key, response: Response) -> bool:
-    """True when the response has the requested length, round-trips, and ``key + response`` tokenizes
-    to exactly the key's tokens followed by the response's."""
-    if len(response.ids) != ctx.config.response_length or ctx.exact_text(response.ids) != response.text:
+def check_pair(ctx: GenerationContext, key: Key, response: Response, exact_length: bool = True) -> bool:
+    """True when the response has the requested length (when ``exact_length``), round-trips, and
+    ``key + response`` tokenizes to exactly the key's tokens followed by the response's."""
+    if exact_length and len(response.ids) != ctx.config.response_length:
+        return False
+    if ctx.exact_text(response.ids) != response.text:
         return False
     return ctx.encode(key.text + response.text) == [*key.ids, *response.ids]
 
@@ -217,6 +219,7 @@ def _run(
     tried, exhausted, rate = 0, False, 0.9
     budget = MAX_CANDIDATES_PER_FP * n + 4 * cfg.batch_size
     limit = FIXED_KEY_ATTEMPTS if keys.fixed_keys else DRAWN_KEY_ATTEMPTS
+    exact_keys = keys.exact_length and not keys.fixed_keys
     with _progress(progress) as bar:
         task = bar.add_task("generate", total=n)
         while len(accepted) < n and tried < budget:
@@ -227,7 +230,7 @@ def _run(
                 drawn = keys.draw(want - len(pool), rng)
                 exhausted = keys.fixed_keys and not drawn
                 for key in drawn:
-                    if key.text not in seen and check_key(ctx, key, exact_length=not keys.fixed_keys):
+                    if key.text not in seen and check_key(ctx, key, exact_length=exact_keys):
                         seen.add(key.text)
                         pool.append(_Pending(key))
             if not pool:
@@ -239,7 +242,7 @@ def _run(
             valid = [
                 (p, r)
                 for p, r in zip(pool, answers, strict=True)
-                if r is not None and check_pair(ctx, p.key, r)
+                if r is not None and check_pair(ctx, p.key, r, responses.exact_length)
             ]
             scores = score_responses(
                 ctx.model, ctx.tokenizer, [(p.key.ids, r.ids) for p, r in valid], cfg.batch_size

@@ -5,11 +5,15 @@ are the only tables of names: each strategy registers itself in its own module, 
 """
 
 from omlkit.fingerprints.strategies import (  # noqa: F401  (imported to register)
+    chain_hash,
     custom_keys,
     english_keys,
     english_response,
+    fixed_response,
     functional,
+    obscure_keys,
     perinucleus,
+    question_keys,
     random_word_keys,
     random_word_response,
 )

@@ -137,6 +137,8 @@ class KeyStrategy(ABC):
 
     #: True when keys come from the user: they are never dropped, only their responses are redrawn.
     fixed_keys: ClassVar[bool] = False
+    #: False when keys are whole texts of their own length (questions): ``key_length`` does not apply.
+    exact_length: ClassVar[bool] = True
     #: The strategy's own options (its fields are flags of ``oml generate``).
     options_cls: ClassVar[type[Options]] = NoOptions
 
@@ -163,6 +165,8 @@ class ResponseStrategy(ABC):
 
     #: Name of the key strategy this response strategy needs (None: works with any).
     requires_key: ClassVar[str | None] = None
+    #: False when the response is a given text of its own length: ``response_length`` does not apply.
+    exact_length: ClassVar[bool] = True
     #: The strategy's own options (its fields are flags of ``oml generate``).
     options_cls: ClassVar[type[Options]] = NoOptions
 
