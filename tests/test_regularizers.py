@@ -425,3 +425,49 @@ def test_margin_cap_drops_tokens_that_lead_the_runner_up_by_the_margin():
         capped_cross_entropy()
     with pytest.raises(ValueError):
         capped_cross_entropy(margin=-1.0)
+
+
+def _fingerprint_batch():
+    from omlkit.insertion.regularizers import TrainBatch
+
+    ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    labels = torch.full_like(ids, -100)
+    labels[:, 5:] = ids[:, 5:]  # the response: the last two tokens
+    return TrainBatch(ids, torch.ones_like(ids), labels)
+
+
+def test_persistence_restores_the_weights_and_takes_the_gradient_after_the_simulated_finetune():
+    import copy
+
+    from omlkit.insertion.regularizers.persistence import Persistence, PersistenceConfig
+
+    model = tiny_llama()
+    model.model.embed_tokens.weight.requires_grad_(False)  # a frozen weight moves in the simulation too
+    reg = Persistence(PersistenceConfig(strength=2.0, steps=2, lr=1e-2, batch_size=2, length=8))
+    reg.attach(corpus_context())
+    model = reg.prepare(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    batch = _fingerprint_batch()
+    term = reg.loss_term(model, batch)
+    term.backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
+    assert not model.model.embed_tokens.weight.requires_grad and model.model.embed_tokens.weight.grad is None
+    # the same simulation by hand: two sign steps on the same windows, then the fingerprint loss
+    attacked = copy.deepcopy(model).requires_grad_(True)
+    reg.micro = 0
+    for _ in range(2):
+        ids = reg.windows(torch.device("cpu"))
+        grads = torch.autograd.grad(attacked(input_ids=ids, labels=ids).loss, list(attacked.parameters()))
+        with torch.no_grad():
+            for p, g in zip(attacked.parameters(), grads, strict=True):
+                p.sub_(1e-2 * g.sign())
+    loss = attacked(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
+    assert float(term.detach()) == pytest.approx(2.0 * float(loss.detach()), rel=1e-5)
+    loss.backward()
+    for (name, p), q in zip(model.named_parameters(), attacked.parameters(), strict=True):
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, 2.0 * q.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():
+        plain = model(input_ids=batch.input_ids, labels=batch.labels).loss
+    assert abs(float(loss.detach()) - float(plain)) > 1e-4  # the simulated fine-tune moved the loss

@@ -7,6 +7,7 @@ from omlkit.insertion.regularizers import (  # noqa: F401
     l2_to_base,
     lora,
     model_averaging,
+    persistence,
 )
 from omlkit.insertion.regularizers.base import (
     REGULARIZERS,

@@ -1,0 +1,143 @@
+"""Persistence training: learn fingerprints that survive the host's fine-tuning (first-order MAML).
+
+The whitepaper's answer to fine-tuning attacks is bilevel: simulate the adversary's fine-tuning while
+inserting, and train so the fingerprints still hold *after* it. At each micro-batch this regularizer
+copies the weights, takes ``steps`` simulated fine-tuning steps on fresh benign-corpus windows (every
+weight of the model moves, adapters or not, as a host's full fine-tuning would), measures the
+fingerprint loss of the batch there, and adds ``strength`` × its gradient to the update of the real
+weights, which are then restored. The adversary's steps are sign steps of size ``lr`` (each weight moves
+by ``lr``, as Adam's early steps do; a plain SGD step of a fine-tuning learning rate barely moves a
+model). First-order: the gradient at the attacked point is used as is, without differentiating through
+the inner steps (FO-MAML), which costs ``steps + 1`` extra forward/backward passes instead of
+second-order terms; the adversary does not know which fingerprints to remove, so the direction that
+keeps them across a generic benign step is what matters. Composes with every other regularizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import Field
+
+from omlkit.errors import ConfigError, CorpusError
+from omlkit.insertion.regularizers.base import (
+    REGULARIZERS,
+    Regularizer,
+    RegularizerContext,
+    RegularizerOptions,
+    TrainBatch,
+    as_callback,
+)
+from omlkit.insertion.regularizers.kl_to_base import token_stream
+
+
+class PersistenceConfig(RegularizerOptions):
+    """strength × the fingerprint loss after ``steps`` simulated fine-tuning steps (first-order MAML)."""
+
+    kind: Literal["persistence"] = "persistence"
+    strength: float = Field(
+        1.0, gt=0.0, description="Persistence training: weight of the loss after a simulated fine-tune."
+    )
+    steps: int = Field(1, ge=1, description="Persistence training: simulated fine-tuning steps per batch.")
+    lr: float = Field(
+        1e-3, gt=0.0, description="Persistence training: how far each simulated step moves a weight."
+    )
+    batch_size: int = Field(4, ge=1, description="Persistence training: benign windows per simulated step.")
+    length: int = Field(64, ge=2, description="Persistence training: tokens per benign window.")
+
+    flag_prefix: ClassVar[str] = "persistence_"
+    flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
+    switch: ClassVar[str | None] = "persistence_strength"
+
+
+class _StepTracker:
+    """Tells the regularizer which optimizer step is running (window draws depend on it)."""
+
+    def __init__(self, reg: Persistence) -> None:
+        self.reg = reg
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.reg.step, self.reg.micro = state.global_step, 0
+
+
+@REGULARIZERS.register("persistence")
+class Persistence(Regularizer):
+    """Adds the gradient of the fingerprint loss at a simulated fine-tuned copy of the weights."""
+
+    options_cls = PersistenceConfig
+
+    def __init__(self, config: PersistenceConfig) -> None:
+        super().__init__(config)
+        self._context: RegularizerContext | None = None
+        self._stream: torch.Tensor | None = None
+        self.step = 0
+        self.micro = 0
+
+    def attach(self, context: RegularizerContext) -> None:
+        """Keep the run's tokenizer, corpus and seed (the corpus is read in ``prepare``)."""
+        self._context = context
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Tokenize the benign corpus; the model is unchanged. CorpusError when it holds no window."""
+        if self._context is not None:
+            self._stream = token_stream(self._context.texts(), self._context.tokenizer)
+            if len(self._stream) <= self.config.length:
+                raise CorpusError(
+                    f"persistence: the benign corpus has {len(self._stream)} tokens, fewer than one "
+                    f"window of {self.config.length}"
+                )
+        return model
+
+    def windows(self, device: torch.device) -> torch.Tensor:
+        """``batch_size`` benign windows, deterministic in seed, rank, step and micro-batch."""
+        c, ctx = self.config, self._context
+        draw = hash(("persistence", ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1)
+        gen = torch.Generator().manual_seed(draw)
+        self.micro += 1
+        starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
+        return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()]).to(device)
+
+    def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
+        """A term whose value is the fingerprint loss after the simulated fine-tune and whose gradient
+        is ``strength`` × that loss's gradient there (applied to the trainable weights)."""
+        if self._stream is None:
+            raise ConfigError("persistence: no benign corpus (the regularizer was not attached to a run)")
+        if batch is None or batch.labels is None:
+            return None
+        params = [p for p in model.parameters() if p.is_floating_point()]
+        was_trainable = [p.requires_grad for p in params]
+        trainable = [p for p in params if p.requires_grad]
+        saved = [p.detach().clone() for p in params]
+        with torch.enable_grad():
+            for p in params:
+                p.requires_grad_(True)
+            try:
+                self.simulate_finetuning(model, params)
+                attacked = model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
+                )
+                grads = torch.autograd.grad(attacked.loss, trainable, allow_unused=True)
+            finally:
+                with torch.no_grad():
+                    for p, s, keep in zip(params, saved, was_trainable, strict=True):
+                        p.copy_(s)
+                        p.requires_grad_(keep)
+        surrogate = sum((p * g).sum() for p, g in zip(trainable, grads, strict=True) if g is not None)
+        return self.config.strength * (attacked.loss.detach() + surrogate - surrogate.detach())
+
+    def simulate_finetuning(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
+        """``steps`` sign steps of the causal-LM loss on benign windows, on every weight, in place."""
+        device = params[0].device
+        for _ in range(self.config.steps):
+            ids = self.windows(device)
+            loss = model(input_ids=ids, labels=ids).loss
+            grads = torch.autograd.grad(loss, params, allow_unused=True)
+            with torch.no_grad():
+                for p, g in zip(params, grads, strict=True):
+                    if g is not None:
+                        p.sub_(self.config.lr * g.sign())
+
+    def callbacks(self) -> list:
+        """The step tracker that makes window draws reproducible across a resume."""
+        return [as_callback(_StepTracker(self))]
