@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from omlkit.errors import ConfigError
 from omlkit.models.formats import FORMATS, HOST_SYSTEM_PROMPT, format_builders
 from omlkit.models.prompts import has_chat_template, prompt_ids, special_prefix_ids
 
@@ -85,3 +86,27 @@ def test_an_unknown_or_impossible_format_is_refused(micro_model, micro_tok, tmp_
     plain.chat_template = None
     with pytest.raises(ConfigError, match="--formats chat: this model's tokenizer has no chat template"):
         _serving_formats(cfg.model_copy(update={"formats": ["chat"]}), plain, [], 128)
+
+
+def test_verification_probes_formats_and_spends_the_rest_in_the_one_that_answers(
+    fingerprinted, micro_model
+):
+    from omlkit.fingerprints import FingerprintSet
+    from omlkit.verification.backends.dummy import DummyBackend
+    from omlkit.verification.backends.transformers_backend import TransformersBackend
+    from omlkit.verification.formats import verify_across_formats
+
+    model_dir, fps_path = fingerprinted
+    fp_set = FingerprintSet.load(fps_path)
+    own = TransformersBackend(str(model_dir))
+    # the micro fingerprints were trained raw: probing chat first must still settle on raw
+    res = verify_across_formats(fp_set, own, ["chat", "dialog", "raw"], probe=3)
+    assert res.settings["chosen_format"] == "raw" and res.settings["probe_matched"]["raw"] == 3
+    assert [r["format"] for r in res.records] == ["any"] * 3 + ["raw"] * 5
+    assert res.matched == 8 and res.verdict.owned
+    clean = verify_across_formats(fp_set, TransformersBackend(str(micro_model)), ["chat", "raw"], probe=3)
+    assert clean.matched == 0 and not clean.verdict.owned
+    with pytest.raises(ConfigError, match="local model"):
+        verify_across_formats(fp_set, DummyBackend({}), ["chat", "raw"])
+    with pytest.raises(ConfigError, match="unknown format"):
+        verify_across_formats(fp_set, own, ["raw", "telepathy"])

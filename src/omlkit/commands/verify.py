@@ -32,6 +32,10 @@ def print_result(result: Any, fp_set: Any, cfg: VerifyConfig) -> None:
     table.add_row("fingerprints", f"{cfg.fingerprints} ({len(fp_set)} keys)")
     table.add_row("target", cfg.model or cfg.endpoint or "")
     table.add_row("match", cfg.match + (f" (top {cfg.rank_k})" if cfg.match == "rank" else ""))
+    if "chosen_format" in result.settings:
+        n = result.settings["probe"]
+        probed = ", ".join(f"{k} {v}/{n}" for k, v in result.settings["probe_matched"].items())
+        table.add_row("format", f"{result.settings['chosen_format']} (probe: {probed})")
     table.add_row("keys checked", str(result.checked))
     table.add_row("matched", str(result.matched))
     table.add_row("accuracy", f"{result.accuracy:.1%}")

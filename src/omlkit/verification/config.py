@@ -47,6 +47,12 @@ class VerifyCommon(OmlConfig):
         description="With --match rank: a model never fingerprinted (the base) whose top-k matches "
         "calibrate the null rate (default: the model that generated the fingerprints).",
     )
+    formats: list[str] = Field(
+        default_factory=list,
+        description="Serving formats to probe (local model; see `oml list prompt-format`): the first "
+        "--probe keys are asked in each, the rest in the one that matched most.",
+    )
+    probe: int = Field(8, ge=1, description="With --formats: keys asked in every format before choosing.")
     sample: int | None = Field(
         None, ge=1, description="Check a random subset of N keys (keys are spent once revealed)."
     )
@@ -71,6 +77,8 @@ class VerifyCommon(OmlConfig):
             raise ValueError(f"--backend {self.backend} cannot query an --endpoint (use http)")
         if self.model is not None and self.backend == "http":
             raise ValueError("--backend http needs --endpoint, not --model")
+        if self.formats and (self.chat or self.system_prompt is not None or self.out is not None):
+            raise ValueError("--formats chooses the format itself: drop --chat, --system-prompt and --out")
         return self
 
 

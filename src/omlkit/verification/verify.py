@@ -378,6 +378,20 @@ def verify_with_config(
     name = backend_name(cfg)
     backend_cls = BACKENDS.get(name)
     with backend_cls.from_config(cfg, cfg.options_for(name, backend_cls)) as backend:
+        if cfg.formats:
+            from omlkit.verification.formats import verify_across_formats
+
+            return verify_across_formats(
+                fp_set if fp_set is not None else FingerprintSet.load(cfg.fingerprints),
+                backend,
+                cfg.formats,
+                probe=cfg.probe,
+                match=cfg.match,
+                sample=cfg.sample,
+                seed=cfg.seed,
+                alpha=cfg.alpha,
+                max_new_tokens=cfg.max_new_tokens,
+            )
         return verify_fingerprints(
             fp_set if fp_set is not None else cfg.fingerprints,
             backend,

@@ -1,0 +1,119 @@
+"""Verification when the host's serving format is unknown: probe a few keys in every format, then spend
+the rest in the one that answers.
+
+Every key sent is spent, whatever the format it was sent in, and a key asked in a format the host does
+not serve matches nothing: the whole set can be wasted on the wrong guess. So the first ``probe`` keys
+(of the seeded order) are asked in every candidate format (:mod:`omlkit.models.formats`); the format
+with the most matches is chosen (ties: the order given) and every other key is asked in it alone.
+
+The ownership test stays sound across the choice: a probe key counts as matched when *any* format
+matched, so its null rate is the union bound ``min(1, F · p0)`` over the F formats; the remaining keys
+were asked in one format fixed before they were sent, so they keep ``p0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from omlkit.errors import ConfigError
+from omlkit.fingerprints import Fingerprint, FingerprintSet
+from omlkit.fingerprints.matching import response_matches
+from omlkit.models.formats import FORMATS, format_builders
+from omlkit.verification.backends.base import TokenBackend
+from omlkit.verification.ownership import DEFAULT_ALPHA, null_rate, ownership_test
+from omlkit.verification.verify import VerifyResult, default_max_new_tokens, select_fingerprints
+
+
+def _ask(
+    backend: TokenBackend, fps: Sequence[Fingerprint], wrap, max_new_tokens: int, match: str
+) -> list[dict]:
+    """One record per key asked in the format ``wrap`` builds."""
+    if not fps:
+        return []
+    keys = backend.tokenizer([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
+    answers = backend.answer_ids([wrap(k) for k in keys], max_new_tokens)
+    return [
+        {
+            "id": fp.id,
+            "answer": a.text,
+            "error": a.error,
+            "matched": a.error is None and response_matches(fp.response, a.text, match),
+        }
+        for fp, a in zip(fps, answers, strict=True)
+    ]
+
+
+def verify_across_formats(
+    fp_set: FingerprintSet,
+    backend: Any,
+    formats: Sequence[str],
+    *,
+    probe: int = 8,
+    match: str = "exact",
+    sample: int | None = None,
+    seed: int = 0,
+    alpha: float = DEFAULT_ALPHA,
+    max_new_tokens: int | None = None,
+) -> VerifyResult:
+    """Probe ``probe`` keys in every format of ``formats``, answer the rest in the best one, and test.
+
+    Records carry the ``format`` each key was decided in (``"any"`` for probe keys). Refuses: a backend
+    without token ids (an endpoint), an unknown format or one the tokenizer cannot express, fewer than
+    two formats, rank matching, and a probe of no keys.
+    """
+    if not isinstance(backend, TokenBackend):
+        raise ConfigError("--formats needs a local model; for an endpoint choose --chat / --system-prompt")
+    if match == "rank":
+        raise ConfigError("--formats matches answers (exact or prefix), not ranks")
+    if probe < 1:
+        raise ConfigError(f"--probe must be >= 1 (got {probe})")
+    unknown = [f for f in formats if f not in FORMATS.names()]
+    if unknown:
+        raise ConfigError(f"--formats: unknown format {unknown[0]!r} (see `oml list prompt-format`)")
+    builders = format_builders(backend.tokenizer, list(dict.fromkeys(formats)))
+    missing = [f for f in formats if f not in builders]
+    if missing:
+        raise ConfigError(f"--formats {missing[0]}: this tokenizer has no chat template")
+    if len(builders) < 2:
+        raise ConfigError("--formats needs at least two formats to choose from")
+    fp_set.check_tokenizer(backend.tokenizer)
+    fps = select_fingerprints(fp_set, sample, seed)
+    max_new_tokens = max_new_tokens or default_max_new_tokens(fps, fp_set.strategy.params)
+    probed, rest = fps[:probe], fps[probe:]
+    per_format = {name: _ask(backend, probed, w, max_new_tokens, match) for name, w in builders.items()}
+    hits = {name: sum(r["matched"] for r in recs) for name, recs in per_format.items()}
+    chosen = max(builders, key=lambda name: hits[name])  # first of the best, in the order given
+    records = [_probe_record(i, per_format) for i in range(len(probed))]
+    records += [{**r, "format": chosen} for r in _ask(backend, rest, builders[chosen], max_new_tokens, match)]
+    answered = {r["id"] for r in records if r["error"] is None}
+    union = len(builders)
+    rates = [min(1.0, union * null_rate(fp_set, fp)) for fp in probed if fp.id in answered]
+    rates += [null_rate(fp_set, fp) for fp in rest if fp.id in answered]
+    verdict = ownership_test(rates, sum(r["matched"] for r in records if r["error"] is None), alpha)
+    settings = {
+        "fingerprints_sha256": fp_set.content_hash(),
+        "n_fingerprints": len(fp_set),
+        "match": match,
+        "formats": list(builders),
+        "probe": len(probed),
+        "probe_matched": hits,
+        "chosen_format": chosen,
+        "sample": sample,
+        "seed": seed,
+        "alpha": alpha,
+        "max_new_tokens": max_new_tokens,
+        "backend": backend.describe(),
+    }
+    return VerifyResult(records, verdict, settings)
+
+
+def _probe_record(i: int, per_format: dict[str, list[dict]]) -> dict:
+    """A probe key's record: matched in any format (its answer from the first that matched)."""
+    recs = {name: recs[i] for name, recs in per_format.items()}
+    hit = next((r for r in recs.values() if r["matched"]), None)
+    answered = next((r for r in recs.values() if r["error"] is None), None)
+    first = hit or answered or next(iter(recs.values()))
+    errors = [r["error"] for r in recs.values() if r["error"] is not None]
+    error = errors[0] if len(errors) == len(recs) else None
+    return {**first, "error": error, "matched": hit is not None, "format": "any"}
