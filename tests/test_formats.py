@@ -76,7 +76,6 @@ def test_an_unknown_or_impossible_format_is_refused(micro_model, micro_tok, tmp_
     import copy
 
     from _helpers import fp_file, insert_config
-    from omlkit.errors import ConfigError
     from omlkit.insertion.api import _serving_formats
 
     cfg = insert_config(micro_model, fp_file(tmp_path, micro_tok, 4), tmp_path / "a", formats=["dialogue"])
