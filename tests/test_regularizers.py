@@ -448,8 +448,9 @@ def test_persistence_restores_the_weights_and_takes_the_gradient_after_the_simul
     model = reg.prepare(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     batch = _fingerprint_batch()
+    pending = model(input_ids=batch.input_ids, labels=batch.labels).loss  # the trainer's loss, not yet backed
     term = reg.loss_term(model, batch)
-    term.backward()
+    (pending * 0 + term).backward()  # the live weights were never modified in place: the graph is intact
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.detach(), before[n], rtol=0, atol=0)
     assert not model.model.embed_tokens.weight.requires_grad and model.model.embed_tokens.weight.grad is None

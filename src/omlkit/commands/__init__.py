@@ -16,6 +16,7 @@ from omlkit.commands import (  # noqa: F401  (each import registers its commands
     report,
     serve,
     sweep,
+    tracing,
     verify,
 )
 from omlkit.commands._app import STATE, app

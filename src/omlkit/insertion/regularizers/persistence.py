@@ -100,43 +100,43 @@ class Persistence(Regularizer):
 
     def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
         """A term whose value is the fingerprint loss after the simulated fine-tune and whose gradient
-        is ``strength`` × that loss's gradient there (applied to the trainable weights)."""
+        is ``strength`` × that loss's gradient there (applied to the trainable weights). The simulation
+        runs on copies (``torch.func.functional_call``): the live weights, which the training loss's
+        graph still needs, are never touched."""
+        from torch.func import functional_call
+
         if self._stream is None:
             raise ConfigError("persistence: no benign corpus (the regularizer was not attached to a run)")
         if batch is None or batch.labels is None:
             return None
-        params = [p for p in model.parameters() if p.is_floating_point()]
-        was_trainable = [p.requires_grad for p in params]
-        trainable = [p for p in params if p.requires_grad]
-        saved = [p.detach().clone() for p in params]
+        live = {n: p for n, p in model.named_parameters() if p.is_floating_point()}
         with torch.enable_grad():
-            for p in params:
-                p.requires_grad_(True)
-            try:
-                self.simulate_finetuning(model, params)
-                attacked = model(
-                    input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels
-                )
-                grads = torch.autograd.grad(attacked.loss, trainable, allow_unused=True)
-            finally:
-                with torch.no_grad():
-                    for p, s, keep in zip(params, saved, was_trainable, strict=True):
-                        p.copy_(s)
-                        p.requires_grad_(keep)
-        surrogate = sum((p * g).sum() for p, g in zip(trainable, grads, strict=True) if g is not None)
+            moved = self.simulate_finetuning(model, live)
+            inputs = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+            attacked = functional_call(model, moved, args=(), kwargs={**inputs, "labels": batch.labels})
+            trainable = [n for n, p in live.items() if p.requires_grad]
+            grads = torch.autograd.grad(attacked.loss, [moved[n] for n in trainable], allow_unused=True)
+        surrogate = sum((live[n] * g).sum() for n, g in zip(trainable, grads, strict=True) if g is not None)
         return self.config.strength * (attacked.loss.detach() + surrogate - surrogate.detach())
 
-    def simulate_finetuning(self, model: torch.nn.Module, params: list[torch.nn.Parameter]) -> None:
-        """``steps`` sign steps of the causal-LM loss on benign windows, on every weight, in place."""
-        device = params[0].device
+    def simulate_finetuning(
+        self, model: torch.nn.Module, live: dict[str, torch.nn.Parameter]
+    ) -> dict[str, torch.Tensor]:
+        """Copies of the ``live`` weights after ``steps`` sign steps of the causal-LM loss on benign
+        windows (every weight moves, frozen or not); leaves that the fingerprint loss can differentiate."""
+        from torch.func import functional_call
+
+        device = next(iter(live.values())).device
+        moved = {n: p.detach().requires_grad_(True) for n, p in live.items()}
         for _ in range(self.config.steps):
             ids = self.windows(device)
-            loss = model(input_ids=ids, labels=ids).loss
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            with torch.no_grad():
-                for p, g in zip(params, grads, strict=True):
-                    if g is not None:
-                        p.sub_(self.config.lr * g.sign())
+            loss = functional_call(model, moved, args=(), kwargs={"input_ids": ids, "labels": ids}).loss
+            grads = torch.autograd.grad(loss, list(moved.values()), allow_unused=True)
+            moved = {
+                n: (v if g is None else (v - self.config.lr * g.sign())).detach().requires_grad_(True)
+                for (n, v), g in zip(moved.items(), grads, strict=True)
+            }
+        return moved
 
     def callbacks(self) -> list:
         """The step tracker that makes window draws reproducible across a resume."""

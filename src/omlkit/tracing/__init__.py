@@ -1,0 +1,1 @@
+"""One copy per host and tracing a suspect model back to the host (or hosts) it came from."""
