@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from omlkit.config import OmlConfig
+from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
 from omlkit.options import with_options
 from omlkit.verification.backends import BACKENDS
 
@@ -46,13 +46,18 @@ class VerifyCommon(OmlConfig):
         None,
         description="With --match rank: a model never fingerprinted (the base) whose top-k matches "
         "calibrate the null rate (default: the model that generated the fingerprints).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
     formats: list[str] = Field(
-        default_factory=list,
+        [],  # a plain default (pydantic copies it), so a run id leaves the field out while it is empty
         description="Serving formats to probe (local model; see `oml list prompt-format`): the first "
         "--probe keys are asked in each, the rest in the one that matched most.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
-    probe: int = Field(8, ge=1, description="With --formats: keys asked in every format before choosing.")
+    probe: int = Field(
+        8, ge=1, description="With --formats: keys asked in every format before choosing.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     sample: int | None = Field(
         None, ge=1, description="Check a random subset of N keys (keys are spent once revealed)."
     )

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.evaluation.attacks.base import ATTACKS, Attack
 from omlkit.models.decoding import ProcessedModel
 from omlkit.models.wrapped import WRAPPERS, write_wrapper
@@ -29,7 +30,8 @@ class AnswerStartOptions(Options):
     """How many answer tokens the suppression attacks act on."""
 
     positions: int = Field(
-        1, ge=1, description="suppress-topk/neighbor/lookahead: leading answer tokens they act on."
+        1, ge=1, description="suppress-topk/neighbor/lookahead: leading answer tokens they act on.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
 from omlkit.evaluation.attacks.training import TrainingDataOptions, attacker_texts, train_steps
 
@@ -30,7 +31,8 @@ class MEraserOptions(TrainingDataOptions):
     """How many pairs each phase trains on."""
 
     samples: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=list, description="Strengths of meraser: pairs per phase (mismatched, then clean)."
+        default=[], description="Strengths of meraser: pairs per phase (mismatched, then clean).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
 
 

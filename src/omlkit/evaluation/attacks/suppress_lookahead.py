@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.evaluation.attacks.leading import (
     AnswerStartOptions,
     LeadingAttack,
@@ -27,7 +28,10 @@ from omlkit.models.decoding import eos_ids
 class LookaheadOptions(AnswerStartOptions, SuppressOptions):
     """The gates, and how far ahead to look."""
 
-    horizon: int = Field(4, ge=1, description="suppress-lookahead: greedy tokens looked ahead.")
+    horizon: int = Field(
+        4, ge=1, description="suppress-lookahead: greedy tokens looked ahead.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
 
 class BanMemorisedRun(LeadingBan):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.evaluation.attacks.leading import (
     AnswerStartOptions,
     LeadingAttack,
@@ -27,8 +28,9 @@ class TopsOptions(AnswerStartOptions):
     """The number of top tokens to ban, per strength."""
 
     tops: list[Annotated[int, Field(ge=1)]] = Field(
-        default_factory=list,
+        default=[],
         description="Strengths of suppress-topk/neighbor: top tokens banned at the answer's start.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
 
 

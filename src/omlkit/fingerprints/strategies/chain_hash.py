@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.strategies.base import (
     RESPONSE_STRATEGIES,
@@ -33,7 +34,10 @@ from omlkit.options import Options
 class ChainHashOptions(Options):
     """How many candidate answers the hash picks from."""
 
-    chain_candidates: int = Field(256, ge=2, description="Chain & Hash: candidate answers (the paper: 256).")
+    chain_candidates: int = Field(
+        256, ge=2, description="Chain & Hash: candidate answers (the paper: 256).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
 
 def chain_hash_answer(secret_key: str, question: str, candidates: Sequence[str]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.fingerprints.strategies.base import RESPONSE_STRATEGIES, Key, Response, ResponseStrategy
 from omlkit.options import Options
 
@@ -22,7 +23,8 @@ class FixedResponseOptions(Options):
     """The one output."""
 
     fixed_response: str = Field(
-        " ハリネズミ", min_length=1, description="Fixed response: the output of every key."
+        " ハリネズミ", min_length=1, description="Fixed response: the output of every key.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError, CorpusError
 from omlkit.insertion.regularizers.base import (
     REGULARIZERS,
@@ -37,14 +38,25 @@ class PersistenceConfig(RegularizerOptions):
 
     kind: Literal["persistence"] = "persistence"
     strength: float = Field(
-        1.0, gt=0.0, description="Persistence training: weight of the loss after a simulated fine-tune."
+        1.0, gt=0.0, description="Persistence training: weight of the loss after a simulated fine-tune.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
-    steps: int = Field(1, ge=1, description="Persistence training: simulated fine-tuning steps per batch.")
+    steps: int = Field(
+        1, ge=1, description="Persistence training: simulated fine-tuning steps per batch.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     lr: float = Field(
-        1e-3, gt=0.0, description="Persistence training: how far each simulated step moves a weight."
+        1e-3, gt=0.0, description="Persistence training: how far each simulated step moves a weight.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
-    batch_size: int = Field(4, ge=1, description="Persistence training: benign windows per simulated step.")
-    length: int = Field(64, ge=2, description="Persistence training: tokens per benign window.")
+    batch_size: int = Field(
+        4, ge=1, description="Persistence training: benign windows per simulated step.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+    length: int = Field(
+        64, ge=2, description="Persistence training: tokens per benign window.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
     flag_prefix: ClassVar[str] = "persistence_"
     flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
