@@ -7,6 +7,11 @@ writes JSON. The results page row for omlkit-tiny:
 
     python benchmarks/tracing.py --model omlkit-tiny --pool 256 --hosts 8 --out-dir /tmp/tracing \\
         --json-out benchmarks/out/tracing.json
+
+and for the micro model, with the tests' insertion settings:
+
+    python benchmarks/tracing.py --model omlkit-micro --recipe published --insert '{"learning_rate":
+        3e-3, "forgetting_regularizer_strength": 0, "benign_fraction": 0, "batch_size": 16}' ...
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--rate", type=float, default=0.25)
     ap.add_argument("--recipe", default="small-model")
+    ap.add_argument("--insert", default="{}", help="JSON object of InsertConfig fields for every copy")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--alpha", type=float, default=1e-6)
     ap.add_argument("--chunk", type=int, default=16)
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     manifest_path = args.out_dir / "manifest.json"
     if not manifest_path.exists():
         cfg = DistributeConfig(model=args.model, fingerprints=pool, hosts=args.hosts, rate=args.rate,
-                               recipe=args.recipe, out_dir=args.out_dir)
+                               recipe=args.recipe, out_dir=args.out_dir, **json.loads(args.insert))
         distribute(cfg, say=print)
     made = time.time() - t0
     fp_set, manifest = FingerprintSet.load(pool), Manifest.load(manifest_path)

@@ -110,5 +110,6 @@ def test_the_shipped_attacks_share_only_options_declared_once():
 
     owners = AttackConfig.option_owners
     assert owners["steps"] == ("finetune", "lora") and owners["lora_rank"] == ("lora",)
-    assert owners["gates"] == ("suppress",)
+    assert owners["gates"] == ("suppress", "suppress-lookahead")  # one field, SuppressOptions
+    assert owners["tops"] == ("suppress-neighbor", "suppress-topk")  # one field, TopsOptions
     assert not set(owners) & {"kind", "model", "fingerprints", "seed"}  # the command's own fields

@@ -168,4 +168,4 @@ def test_run_attack_reports_attack_success_and_generation_utility(fingerprinted,
     # every answer's first token changed; the micro model's judge may even prefer what follows
     assert row["changed_continuations"] > 0.5 and 0.0 < row["generation_utility"] < 10.0
     assert row["utility_delta"] == pytest.approx(0.0, abs=1e-6)  # the weights are the model's own
-    assert "100.0%" in markdown_table(result)
+    assert "| 1 | 0/8 | 0.0% | not owned |" in markdown_table(result)

@@ -373,6 +373,7 @@ PUBLISHED_FIELDS = {
     "L2ToBaseConfig": "kind strength",
     "LoraConfig": "alpha dropout kind merge r target_modules",
     "ModelAveragingConfig": "interval kind strength",
+    "PersistenceConfig": "kind",  # new: everything else is left out of ids at its default
 }
 
 

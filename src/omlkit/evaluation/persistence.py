@@ -141,22 +141,26 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """An attack result as Markdown: a row per strength with accuracy, attack success and utility."""
+    """An attack result as Markdown: a row per strength with accuracy, persistence (1 − attack success),
+    verdict and both utilities (results written before the generation utility show "–" there)."""
     name = result["strength_name"]
     extra = sorted({k for r in result["results"] for k in r.get("side_effects", {})})
-    head = [name, "matched", "attack success", "verdict", "Δ perplexity", "generation utility", *extra]
+    head = [name, "matched", "persistence", "verdict", "perplexity", "Δ perplexity", "generation utility"]
+    head += extra
     lines = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
     b = result["before"]
-    before = f"| before | {b['matched']}/{b['checked']} | – | {b['verdict']} | – | – |"
+    before = f"| before | {b['matched']}/{b['checked']} | – | {b['verdict']} | {b['perplexity']:.2f} |"
+    before += " – | – |"
     lines.append(before + " – |" * len(extra))
     for r in result["results"]:
-        success = r.get("attack_success")
+        kept = r["persistence"]
         utility = r.get("generation_utility")
         cells = [
             f"{r['strength']:g}",
             f"{r['matched']}/{r['checked']}",
-            "–" if success is None else f"{success:.1%}",
+            "–" if kept is None else f"{kept:.1%}",
             r["verdict"],
+            f"{r['perplexity']:.2f}",
             f"{r['utility_delta']:+.2f}",
             "–" if utility is None else f"{utility:.1%}",
             *(f"{r.get('side_effects', {}).get(k, float('nan')):.3f}" for k in extra),
