@@ -458,7 +458,7 @@ def test_persistence_restores_the_weights_and_takes_the_gradient_after_the_simul
     attacked = copy.deepcopy(model).requires_grad_(True)
     reg.micro = 0
     for _ in range(2):
-        ids = reg.windows(torch.device("cpu"))
+        ids = reg.windows()
         grads = torch.autograd.grad(attacked(input_ids=ids, labels=ids).loss, list(attacked.parameters()))
         with torch.no_grad():
             for p, g in zip(attacked.parameters(), grads, strict=True):

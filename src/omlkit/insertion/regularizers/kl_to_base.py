@@ -21,26 +21,10 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from omlkit.config import OMIT_DEFAULT_FROM_ID
-from omlkit.errors import ConfigError, CorpusError
+from omlkit.errors import ConfigError
 from omlkit.insertion.dataset import IGNORE
-from omlkit.insertion.regularizers.base import (
-    REGULARIZERS,
-    Regularizer,
-    RegularizerContext,
-    RegularizerOptions,
-    TrainBatch,
-    as_callback,
-)
-
-
-def token_stream(texts, tokenizer, max_tokens: int = 2_000_000) -> torch.Tensor:
-    """The texts' token ids (each with the tokenizer's special prefix) concatenated, up to ``max_tokens``."""
-    ids: list[int] = []
-    for text in texts:
-        ids.extend(tokenizer(text)["input_ids"])
-        if len(ids) >= max_tokens:
-            break
-    return torch.tensor(ids[:max_tokens], dtype=torch.long)
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions, TrainBatch
+from omlkit.insertion.regularizers.windows import CorpusWindows, token_stream  # noqa: F401  (re-exported)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
@@ -48,17 +32,6 @@ def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Ten
     logq = F.log_softmax(logits.float().flatten(0, -2), dim=-1)
     logp = F.log_softmax(ref_logits.float().flatten(0, -2), dim=-1)
     return F.kl_div(logq, logp, log_target=True, reduction="batchmean")
-
-
-class _StepTracker:
-    """Tells the regularizer which optimizer step is running (window draws depend on it); a trainer
-    callback through :func:`as_callback`."""
-
-    def __init__(self, reg: KLToBase) -> None:
-        self.reg = reg
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.reg.step, self.reg.micro = state.global_step, 0
 
 
 class KLToBaseConfig(RegularizerOptions):
@@ -87,7 +60,7 @@ class KLToBaseConfig(RegularizerOptions):
 
 
 @REGULARIZERS.register("kl_to_base")
-class KLToBase(Regularizer):
+class KLToBase(CorpusWindows, Regularizer):
     """Distils the base model's next-token distribution on benign text into the model being trained."""
 
     options_cls = KLToBaseConfig
@@ -95,15 +68,7 @@ class KLToBase(Regularizer):
 
     def __init__(self, config: KLToBaseConfig) -> None:
         super().__init__(config)
-        self._context: RegularizerContext | None = None
         self._base: torch.nn.Module | None = None
-        self._stream: torch.Tensor | None = None
-        self.step = 0
-        self.micro = 0
-
-    def attach(self, context: RegularizerContext) -> None:
-        """Keep the run's tokenizer, corpus and seed (the corpus is read in ``prepare``)."""
-        self._context = context
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Freeze a copy of ``model`` as the reference and tokenize the corpus; the model is unchanged.
@@ -111,20 +76,9 @@ class KLToBase(Regularizer):
         rebuilt only to load a trained state) nothing is copied."""
         if self._context is None:
             return model
-        self._stream = token_stream(self._context.texts(), self._context.tokenizer)
-        if len(self._stream) <= self.config.length:
-            raise CorpusError(f"kl_to_base: the benign corpus has {len(self._stream)} tokens, fewer than "
-                              f"one window of {self.config.length}")
+        self.load_corpus()
         self._base = copy.deepcopy(model).eval().requires_grad_(False)
         return model
-
-    def windows(self) -> torch.Tensor:
-        """The next ``batch_size`` × ``length`` corpus windows (deterministic in seed, rank and step)."""
-        c, ctx = self.config, self._context
-        gen = torch.Generator().manual_seed(hash((ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1))
-        self.micro += 1
-        starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
-        return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()])
 
     def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
         """strength·KL(p_base ‖ p_θ) over every position of this micro-batch's windows, plus (``on_prompts``)
@@ -159,7 +113,3 @@ class KLToBase(Regularizer):
         with torch.no_grad():
             ref = self._base(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return kl_to_reference(batch.logits[:, :-1][predicts_prompt], ref[:, :-1][predicts_prompt])
-
-    def callbacks(self) -> list:
-        """The step tracker that makes window draws reproducible across a resume."""
-        return [as_callback(_StepTracker(self))]

@@ -21,16 +21,9 @@ import torch
 from pydantic import Field
 
 from omlkit.config import OMIT_DEFAULT_FROM_ID
-from omlkit.errors import ConfigError, CorpusError
-from omlkit.insertion.regularizers.base import (
-    REGULARIZERS,
-    Regularizer,
-    RegularizerContext,
-    RegularizerOptions,
-    TrainBatch,
-    as_callback,
-)
-from omlkit.insertion.regularizers.kl_to_base import token_stream
+from omlkit.errors import ConfigError
+from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions, TrainBatch
+from omlkit.insertion.regularizers.windows import CorpusWindows
 
 
 class PersistenceConfig(RegularizerOptions):
@@ -63,52 +56,19 @@ class PersistenceConfig(RegularizerOptions):
     switch: ClassVar[str | None] = "persistence_strength"
 
 
-class _StepTracker:
-    """Tells the regularizer which optimizer step is running (window draws depend on it)."""
-
-    def __init__(self, reg: Persistence) -> None:
-        self.reg = reg
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self.reg.step, self.reg.micro = state.global_step, 0
-
-
 @REGULARIZERS.register("persistence")
-class Persistence(Regularizer):
+class Persistence(CorpusWindows, Regularizer):
     """Adds the gradient of the fingerprint loss at a simulated fine-tuned copy of the weights."""
 
     options_cls = PersistenceConfig
 
-    def __init__(self, config: PersistenceConfig) -> None:
-        super().__init__(config)
-        self._context: RegularizerContext | None = None
-        self._stream: torch.Tensor | None = None
-        self.step = 0
-        self.micro = 0
-
-    def attach(self, context: RegularizerContext) -> None:
-        """Keep the run's tokenizer, corpus and seed (the corpus is read in ``prepare``)."""
-        self._context = context
+    window_salt = ("persistence",)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Tokenize the benign corpus; the model is unchanged. CorpusError when it holds no window."""
         if self._context is not None:
-            self._stream = token_stream(self._context.texts(), self._context.tokenizer)
-            if len(self._stream) <= self.config.length:
-                raise CorpusError(
-                    f"persistence: the benign corpus has {len(self._stream)} tokens, fewer than one "
-                    f"window of {self.config.length}"
-                )
+            self.load_corpus()
         return model
-
-    def windows(self, device: torch.device) -> torch.Tensor:
-        """``batch_size`` benign windows, deterministic in seed, rank, step and micro-batch."""
-        c, ctx = self.config, self._context
-        draw = hash(("persistence", ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1)
-        gen = torch.Generator().manual_seed(draw)
-        self.micro += 1
-        starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
-        return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()]).to(device)
 
     def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
         """A term whose value is the fingerprint loss after the simulated fine-tune and whose gradient
@@ -141,7 +101,7 @@ class Persistence(Regularizer):
         device = next(iter(live.values())).device
         moved = {n: p.detach().requires_grad_(True) for n, p in live.items()}
         for _ in range(self.config.steps):
-            ids = self.windows(device)
+            ids = self.windows().to(device)
             loss = functional_call(model, moved, args=(), kwargs={"input_ids": ids, "labels": ids}).loss
             grads = torch.autograd.grad(loss, list(moved.values()), allow_unused=True)
             moved = {
@@ -149,7 +109,3 @@ class Persistence(Regularizer):
                 for (n, v), g in zip(moved.items(), grads, strict=True)
             }
         return moved
-
-    def callbacks(self) -> list:
-        """The step tracker that makes window draws reproducible across a resume."""
-        return [as_callback(_StepTracker(self))]
