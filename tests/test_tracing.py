@@ -160,3 +160,15 @@ def test_cli_distribute_then_trace_names_the_copy(micro_model, micro_tok, tmp_pa
     assert "source: host-0" in capsys.readouterr().out
     assert main(["distribute", "--model", str(micro_model), "--fingerprints", str(pool), "--hosts", "2",
                  "--out-dir", str(out)]) == 2  # an existing manifest is not replaced without --force
+
+
+def test_distribute_refuses_an_assignment_that_leaves_a_host_untraceable(micro_model, micro_tok, tmp_path):
+    from omlkit.tracing.config import DistributeConfig
+    from omlkit.tracing.distribute import distribute
+
+    pool = make_fp_set(micro_tok, 2).save(tmp_path / "pool.json")
+    out = tmp_path / "d"
+    cfg = DistributeConfig(model=str(micro_model), fingerprints=pool, hosts=8, rate=0.1, out_dir=out)
+    with pytest.raises(ConfigError, match="drew no fingerprint"):
+        distribute(cfg)
+    assert not out.exists()  # refused before anything was written

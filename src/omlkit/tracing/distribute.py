@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from omlkit.errors import RunDirError
+from omlkit.errors import ConfigError, RunDirError
 from omlkit.fingerprints import FingerprintSet
 from omlkit.tracing.config import DistributeConfig
 from omlkit.tracing.manifest import Manifest
@@ -44,8 +44,9 @@ def distribute(
 ) -> tuple[Path, dict[str, Any]]:
     """Assign, insert the shared core (if any) and every host's copy; returns ``(manifest path, timing)``.
 
-    Refuses an existing manifest in ``--out-dir`` unless ``--force`` (copies already trained resume as
-    insertion runs do).
+    The assignment is drawn from ``--seed`` (the insertion seed too). Refuses an existing manifest in
+    ``--out-dir`` unless ``--force`` (copies already trained resume as insertion runs do), and an
+    assignment that leaves a host without a pool fingerprint (it could never be traced).
     """
     say = say or (lambda _msg: None)
     path = cfg.out_dir / "manifest.json"
@@ -53,6 +54,12 @@ def distribute(
         raise RunDirError(f"{path} already exists (pass --force to redo the distribution)")
     pool = FingerprintSet.load(cfg.fingerprints)
     manifest = Manifest.build(pool, host_names(cfg.hosts), cfg.rate, cfg.seed, cfg.core)
+    empty = [h.host for h in manifest.hosts if not h.ids]
+    if empty:
+        raise ConfigError(
+            f"{empty[0]} drew no fingerprint of the {len(manifest.pool)}-key pool: "
+            "use a larger pool or --rate"
+        )
     by_id = {fp.id: fp for fp in pool.fingerprints}
     subsets = cfg.out_dir / "subsets"
 
