@@ -32,6 +32,9 @@ from omlkit.verification.verify import select_fingerprints, verify_fingerprints,
         ("apple", "an apple", "exact", False),
         ("apple", "an apple", "prefix", False),
         ("end.", "end.x", "exact", True),  # the response ends in punctuation: any continuation is a boundary
+        (" ハリネズミ", "ハリネズミネ", "exact", True),  # Japanese puts no spaces between words
+        ("ハリネズミ", "ハリネ", "exact", False),
+        ("über", "überall", "exact", False),  # Latin letters beyond ASCII still join words
         ("apple", None, "exact", False),
         ("apple", None, "prefix", False),
     ],

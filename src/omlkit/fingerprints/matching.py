@@ -2,13 +2,15 @@
 
 ``exact``: the answer, stripped of surrounding whitespace, starts with the response and either ends
 there or continues at a word/EOS boundary (the model may keep talking after the response; a 1-token
-response "apple" must not match "applesauce"). ``prefix``: the answer starts with the response, no
-boundary required. The first-token-rank rule for 1-token responses needs logits and lives with the
-backends that have them.
+response "apple" must not match "applesauce"; in scripts written without spaces, such as Japanese,
+there is no boundary to see, so the response may be followed by anything). ``prefix``: the answer
+starts with the response, no boundary required. The first-token-rank rule for 1-token responses needs
+logits and lives with the backends that have them.
 """
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Literal
 
 MatchMode = Literal["exact", "prefix"]
@@ -29,8 +31,20 @@ def response_matches(response: str, answer: str | None, mode: str = "exact") -> 
         if not got.startswith(expected):
             return False
         rest = got[len(expected) :]
-        return not rest or not (rest[0].isalnum() and expected[-1].isalnum())
+        return not rest or not joins_word(expected[-1], rest[0])
     raise ValueError(f"unknown match mode {mode!r} (expected one of {', '.join(MATCH_MODES)})")
+
+
+#: Scripts written without spaces between words: there a response may be followed by anything.
+_UNSPACED = ("CJK", "HIRAGANA", "KATAKANA", "THAI", "LAO", "KHMER", "MYANMAR", "TIBETAN")
+
+
+def joins_word(last: str, nxt: str) -> bool:
+    """True when ``nxt`` continues the word ``last`` ends (both alphanumeric, in a script that puts spaces
+    between words: after "ハリネズミ" the next kana starts a new word as far as anyone can tell)."""
+    if not (last.isalnum() and nxt.isalnum()):
+        return False
+    return not any(unicodedata.name(c, "").startswith(_UNSPACED) for c in (last, nxt))
 
 
 def first_token_rank(candidates: list[str] | None, response: str) -> int | None:
