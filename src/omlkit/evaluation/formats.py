@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from omlkit.fingerprints import FingerprintSet
-from omlkit.fingerprints.matching import response_matches
 from omlkit.models.formats import format_builders
+from omlkit.verification.formats import ask_in_format
 from omlkit.verification.ownership import null_rate, ownership_test
 from omlkit.verification.verify import default_max_new_tokens
 
@@ -22,15 +22,12 @@ def accuracy_by_format(
 ) -> dict[str, dict[str, Any]]:
     """``{format: {"checked", "matched", "accuracy", "p_value", "verdict"}}`` of a token backend's model
     (formats the tokenizer cannot express are left out)."""
-    tok = backend.tokenizer
     fps = fp_set.fingerprints
-    keys = tok([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
     max_new_tokens = default_max_new_tokens(fps, fp_set.strategy.params)  # as verification asks
     rates = [null_rate(fp_set, fp) for fp in fps]
     out: dict[str, dict[str, Any]] = {}
-    for name, wrap in format_builders(tok, formats).items():
-        answers = backend.answer_ids([wrap(k) for k in keys], max_new_tokens)
-        matched = sum(response_matches(f.response, a.text, match) for f, a in zip(fps, answers, strict=True))
+    for name, wrap in format_builders(backend.tokenizer, formats).items():
+        matched = sum(r["matched"] for r in ask_in_format(backend, fps, wrap, max_new_tokens, match))
         verdict = ownership_test(rates, matched).as_dict()
         out[name] = {"checked": len(fps), "matched": matched, "accuracy": matched / len(fps),
                      "p_value": verdict["p_value"], "verdict": verdict["verdict"]}

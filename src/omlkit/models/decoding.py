@@ -88,12 +88,20 @@ def processors_of(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
     return list(make(input_ids, attention_mask)) if make else []
 
 
+def continued_logits(model: Any, input_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+    """Next-token logits ``[B, V]`` (float32) after ``input_ids``: left-padded prompts (``prompt_mask``)
+    followed by the tokens generated so far, which are all real (the mask grows by ones)."""
+    grown = torch.ones(len(input_ids), input_ids.shape[1] - prompt_mask.shape[1], dtype=prompt_mask.dtype)
+    mask = torch.cat([prompt_mask.cpu(), grown], dim=1).to(input_ids.device)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return model(input_ids=input_ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+
+
 @torch.inference_mode()
 def processed_next_scores(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Next-token scores ``[B, V]`` (float32) after a left-padded batch, through the model's processors:
     what the first greedy step chooses from."""
-    pos = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=pos).logits[:, -1].float()
+    logits = continued_logits(model, input_ids, attention_mask)
     for processor in processors_of(model, input_ids, attention_mask):
         logits = processor(input_ids, logits)
     return logits

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from omlkit.models.decoding import ProcessedModel
+from omlkit.models.decoding import ProcessedModel, continued_logits
 from omlkit.verification.backends.base import Backend
 
 COALITIONS = ("merge", "route", "majority")
@@ -66,14 +66,9 @@ class MajorityVote:
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """Scores with all mass on each row's elected token."""
-        new = input_ids.shape[1] - self.prompt_mask.shape[1]
-        grown = torch.ones(len(input_ids), new, dtype=self.prompt_mask.dtype)
-        mask = torch.cat([self.prompt_mask.cpu(), grown], dim=1).to(input_ids.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
         probs = [torch.softmax(scores.float(), dim=-1)]
         for m in self.members[1:]:
-            logits = m(input_ids=input_ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
-            probs.append(torch.softmax(logits, dim=-1))
+            probs.append(torch.softmax(continued_logits(m, input_ids, self.prompt_mask), dim=-1))
         votes = torch.zeros_like(probs[0])
         for p in probs:
             votes.scatter_add_(-1, p.argmax(-1, keepdim=True), torch.ones_like(p[:, :1]))

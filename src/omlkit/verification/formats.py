@@ -25,10 +25,10 @@ from omlkit.verification.ownership import DEFAULT_ALPHA, null_rate, ownership_te
 from omlkit.verification.verify import VerifyResult, default_max_new_tokens, select_fingerprints
 
 
-def _ask(
+def ask_in_format(
     backend: TokenBackend, fps: Sequence[Fingerprint], wrap, max_new_tokens: int, match: str
 ) -> list[dict]:
-    """One record per key asked in the format ``wrap`` builds."""
+    """One record (``id``, ``answer``, ``error``, ``matched``) per key asked in the format ``wrap`` builds."""
     if not fps:
         return []
     keys = backend.tokenizer([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
@@ -81,11 +81,14 @@ def verify_across_formats(
     fps = select_fingerprints(fp_set, sample, seed)
     max_new_tokens = max_new_tokens or default_max_new_tokens(fps, fp_set.strategy.params)
     probed, rest = fps[:probe], fps[probe:]
-    per_format = {name: _ask(backend, probed, w, max_new_tokens, match) for name, w in builders.items()}
+    def ask(fps_: Sequence[Fingerprint], name: str) -> list[dict]:
+        return ask_in_format(backend, fps_, builders[name], max_new_tokens, match)
+
+    per_format = {name: ask(probed, name) for name in builders}
     hits = {name: sum(r["matched"] for r in recs) for name, recs in per_format.items()}
     chosen = max(builders, key=lambda name: hits[name])  # first of the best, in the order given
     records = [_probe_record(i, per_format) for i in range(len(probed))]
-    records += [{**r, "format": chosen} for r in _ask(backend, rest, builders[chosen], max_new_tokens, match)]
+    records += [{**r, "format": chosen} for r in ask(rest, chosen)]
     answered = {r["id"] for r in records if r["error"] is None}
     union = len(builders)
     rates = [min(1.0, union * null_rate(fp_set, fp)) for fp in probed if fp.id in answered]

@@ -22,7 +22,7 @@ from omlkit.evaluation.attacks.leading import (
     register_leading,
 )
 from omlkit.evaluation.attacks.suppress import SuppressOptions
-from omlkit.models.decoding import eos_ids
+from omlkit.models.decoding import continued_logits, eos_ids
 
 
 class LookaheadOptions(AnswerStartOptions, SuppressOptions):
@@ -54,10 +54,7 @@ class BanMemorisedRun(LeadingBan):
         for _ in range(self.horizon):
             if bool(done.all()):
                 break
-            grown = torch.ones(len(ids), ids.shape[1] - self.prompt_len, dtype=self.prompt_mask.dtype)
-            mask = torch.cat([self.prompt_mask.cpu(), grown], dim=1).to(ids.device)
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1].float()
+            logits = continued_logits(self.model, ids, self.prompt_mask)
             prob, token = torch.softmax(logits, dim=-1).max(dim=-1)
             live = ~done
             total += torch.where(live, prob.cpu(), 0.0)
