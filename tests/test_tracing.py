@@ -16,7 +16,7 @@ from omlkit.tracing.manifest import HostCopy, Manifest, assign
 from omlkit.tracing.trace import binomial_sf, host_p_values, trace
 
 HOSTS = [f"host-{i}" for i in range(8)]
-POOL, RATE = 256, 0.25
+POOL, RATE = 384, 0.25
 
 
 def _train_copy(base, tok, fps) -> torch.nn.Module:
@@ -37,7 +37,7 @@ def _train_copy(base, tok, fps) -> torch.nn.Module:
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r, _ in rows])
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
-    for _ in range(60):  # 40 recover all 64 keys of a copy
+    for _ in range(80):  # 40 steps recover all of 64 keys; the copies here hold about 96
         model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
         opt.step()
         opt.zero_grad()
