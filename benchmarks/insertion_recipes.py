@@ -40,16 +40,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("recipes", nargs="+", help="JSON objects of InsertConfig fields")
     ap.add_argument("--fingerprints", type=Path, required=True)
     ap.add_argument("--model", default="omlkit-tiny")
+    ap.add_argument("--base", default=None,
+                    help="the model utility is measured against (default: --model); set it when --model is "
+                         "itself a fingerprinted model that training continues from")
     ap.add_argument("--out-dir", type=Path, default=None, help="run directories (default: a temp dir)")
     ap.add_argument("--instructions", type=int, default=200, help="instruction-check size (0: off)")
     ap.add_argument("--json-out", type=Path, default=None, help="append each result line to this file")
     args = ap.parse_args(argv)
 
     base = resolve_model(args.model)
+    reference = resolve_model(args.base) if args.base else base
     held = corpus_split("heldout")
-    model, tok = load_model(base)
+    model, tok = load_model(reference)
     base_ppl = perplexity(model, tok, held, max_length=256)
-    check = InstructionCheck.for_base(model, tok, base, args.instructions)
+    check = InstructionCheck.for_base(model, tok, reference, args.instructions)
     fps = FingerprintSet.load(args.fingerprints)
     out_dir = args.out_dir or Path(tempfile.mkdtemp(prefix="omlkit-recipes-"))
     for spec in args.recipes:
@@ -65,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         model, tok = load_model(run / "model")
         ppl = perplexity(model, tok, held, max_length=256)
         res = verify_model(model, fps, tokenizer=tok, chat=bool(fields.get("chat")))
-        line = json.dumps({"recipe": fields, "model": args.model, "recovered": f"{res.matched}/{res.checked}",
+        line = json.dumps({"recipe": fields, "model": args.model, "base": args.base or args.model,
+                           "recovered": f"{res.matched}/{res.checked}",
                            "heldout_ppl": round(ppl, 2), "base_ppl": round(base_ppl, 2),
                            "relative": round(ppl / base_ppl - 1, 4),
                            "instructions": check.delta(model, tok) if check else None,
