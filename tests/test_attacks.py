@@ -19,6 +19,8 @@ pytestmark = pytest.mark.trains  # asserts training outcomes: run by `make test-
 def _config(kind: str, model: Path, fps: Path, out: Path, **kw) -> AttackConfig:
     if ATTACKS.get(kind).strength_field == "steps":
         kw.setdefault("steps", [2])  # keep the training attacks short
+    if ATTACKS.get(kind).strength_field == "epochs":
+        kw.update(epochs=kw.get("epochs", [1]), instruction_count=16, answer_tokens=8)
     return AttackConfig(kind=kind, model=str(model), fingerprints=fps, out=out, heldout_texts=8, **kw)
 
 

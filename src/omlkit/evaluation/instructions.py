@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -30,18 +31,20 @@ TEMPLATES = (
 )
 
 
-def instructions(n: int = 200, seed: int = 0, max_chars: int = 300) -> list[str]:
-    """``n`` instructions over the held-out corpus split (never trained on), the same for a seed."""
+def instructions(n: int = 200, seed: int = 0, max_chars: int = 300, split: str = "heldout") -> list[str]:
+    """``n`` instructions over a corpus split, the same for a seed: the held-out split (never trained
+    on) for the check, the train split for an instruction-tuning set that the check never sees."""
     from omlkit.models.corpus import corpus_split
 
     texts = [t.strip()[:max_chars].rsplit(" ", 1)[0] if len(t) > max_chars else t.strip()
-             for t in corpus_split("heldout") if len(t.split()) >= 6]
+             for t in corpus_split(split) if len(t.split()) >= 6]
     rng = random.Random(seed)
     picked = rng.sample(texts, n) if n <= len(texts) else [rng.choice(texts) for _ in range(n)]
     return [TEMPLATES[i % len(TEMPLATES)].format(text=t) for i, t in enumerate(picked)]
 
 
-def _chat_ids(tokenizer, instruction: str) -> list[int]:
+def chat_ids(tokenizer, instruction: str) -> list[int]:
+    """Token ids of ``instruction`` as a user turn of the chat template, ready for the answer."""
     from omlkit.models.prompts import prompt_ids
 
     return prompt_ids(tokenizer, tokenizer(instruction, add_special_tokens=False)["input_ids"], chat=True)
@@ -52,9 +55,28 @@ def base_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: int =
     from omlkit.insertion.greedy import greedy_generate
     from omlkit.models.logits import pad_id
 
-    ids = [_chat_ids(tokenizer, p) for p in prompts]
+    ids = [chat_ids(tokenizer, p) for p in prompts]
     return greedy_generate(model, ids, max_new_tokens, pad_id(tokenizer), tokenizer.eos_token_id,
                            batch_size=32)
+
+
+def _cache_path(model_name: str, prompts: Sequence[str], *extra) -> Path:
+    """Where a model's answers to ``prompts`` are cached: keyed by the model's content hash."""
+    from omlkit.models.loading import model_sha
+
+    key = sha256_bytes(json.dumps([model_sha(model_name), list(prompts), *extra]).encode())[:16]
+    return omlkit_home() / "instructions" / f"{key}.json"
+
+
+def cached_answers(model, tokenizer, model_name: str, prompts: Sequence[str],
+                   max_new_tokens: int = 48) -> list[list[int]]:
+    """:func:`base_answers`, computed once per (model content, prompts, length) and cached."""
+    path = _cache_path(model_name, prompts, "answers", max_new_tokens)
+    if path.is_file():
+        return json.loads(path.read_text())["answers"]
+    answers = base_answers(model, tokenizer, prompts, max_new_tokens)
+    atomic_write_json(path, {"answers": answers})
+    return answers
 
 
 @torch.no_grad()
@@ -65,7 +87,7 @@ def answer_loglik(model, tokenizer, prompts: Sequence[str], answers: Sequence[Se
 
     device = next(model.parameters()).device
     total, count = 0.0, 0
-    rows = [(_chat_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers, strict=True) if a]
+    rows = [(chat_ids(tokenizer, p), list(a)) for p, a in zip(prompts, answers, strict=True) if a]
     with eval_mode(model):
         for start in range(0, len(rows), batch_size):
             chunk = rows[start : start + batch_size]
@@ -95,14 +117,12 @@ class InstructionCheck:
     def for_base(cls, model, tokenizer, base_name: str, n: int = 200) -> InstructionCheck | None:
         """The check for ``model`` (the base), or None when ``n`` is 0 or the tokenizer has no chat
         template (the check is for instruct models)."""
-        from omlkit.models.loading import model_sha
         from omlkit.models.prompts import has_chat_template
 
         if n <= 0 or not has_chat_template(tokenizer):
             return None
         prompts = instructions(n)
-        key = sha256_bytes(json.dumps([model_sha(base_name), prompts]).encode())[:16]
-        path = omlkit_home() / "instructions" / f"{key}.json"
+        path = _cache_path(base_name, prompts)
         if path.is_file():  # the base model's answers and score, computed once per base model
             cached = json.loads(path.read_text())
             return cls(prompts, cached["answers"], cached["base_score"])

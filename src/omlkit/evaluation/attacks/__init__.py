@@ -3,6 +3,7 @@
 from omlkit.evaluation.attacks import (  # noqa: F401  (imported to register)
     dummy,
     finetune,
+    instruct,
     lora,
     meraser,
     merge,

@@ -24,7 +24,7 @@ DEFAULT_LR = 1e-4
 class FinetuneAttack(SteppedTrainingAttack):
     """Full SFT (AdamW) on ``--data`` or the corpus train split; strengths are step counts."""
 
-    def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
+    def train(self, model_path: str, targets: dict[float, Path]) -> dict[float, Path]:
         import torch
 
         from omlkit.models.loading import load_model
@@ -34,7 +34,7 @@ class FinetuneAttack(SteppedTrainingAttack):
         opts = self.options
         blocks = packed_blocks(tok, attacker_texts(opts.data), opts.seq_len)
         batches = block_batches(blocks, opts.train_batch_size, self.config.seed)
-        saved: dict[int, Path] = {}
+        saved: dict[float, Path] = {}
 
         def snapshot(step: int) -> None:
             saved[step] = save_model(model, tok, targets[step])
@@ -46,5 +46,6 @@ class FinetuneAttack(SteppedTrainingAttack):
             opts.lr or DEFAULT_LR,
             list(targets),
             snapshot,
+            bf16=opts.train_precision == "bf16",
         )
         return saved

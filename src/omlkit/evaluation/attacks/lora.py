@@ -36,7 +36,7 @@ class LoraAttack(SteppedTrainingAttack):
 
     options_cls = LoraAttackOptions
 
-    def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
+    def train(self, model_path: str, targets: dict[float, Path]) -> dict[float, Path]:
         import torch
         from peft import LoraConfig, get_peft_model
 
@@ -58,7 +58,7 @@ class LoraAttack(SteppedTrainingAttack):
         )
         blocks = packed_blocks(tok, attacker_texts(opts.data), opts.seq_len)
         batches = block_batches(blocks, opts.train_batch_size, self.config.seed)
-        saved: dict[int, Path] = {}
+        saved: dict[float, Path] = {}
 
         def snapshot(step: int) -> None:
             merged = copy.deepcopy(peft_model).merge_and_unload()
@@ -71,5 +71,6 @@ class LoraAttack(SteppedTrainingAttack):
             opts.lr or DEFAULT_LR,
             list(targets),
             snapshot,
+            bf16=opts.train_precision == "bf16",
         )
         return saved

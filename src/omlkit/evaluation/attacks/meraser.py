@@ -21,10 +21,15 @@ from pydantic import Field
 
 from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.evaluation.attacks.base import ATTACKS, Attack, save_model
-from omlkit.evaluation.attacks.training import TrainingDataOptions, attacker_texts, train_steps
+from omlkit.evaluation.attacks.training import (
+    Pair,
+    TrainingDataOptions,
+    attacker_texts,
+    pair_batches,
+    train_steps,
+)
 
 DEFAULT_LR = 1e-4
-Pair = tuple[list[int], list[int]]
 
 
 class MEraserOptions(TrainingDataOptions):
@@ -54,22 +59,6 @@ def mismatched(pairs: Sequence[Pair]) -> list[Pair]:
     return [(p[0], pairs[(i + 1) % len(pairs)][1]) for i, p in enumerate(pairs)]
 
 
-def pair_batches(pairs: Sequence[Pair], batch_size: int, pad: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Right-padded batches of ``opening + continuation``, labels on the continuation only."""
-    for s in range(0, len(pairs), batch_size):
-        rows = pairs[s : s + batch_size]
-        width = max(len(a) + len(b) for a, b in rows)
-        ids = torch.full((len(rows), width), pad)
-        labels = torch.full((len(rows), width), -100)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, (a, b) in enumerate(rows):
-            n = len(a) + len(b)
-            ids[r, :n] = torch.tensor(a + b)
-            labels[r, len(a) : n] = torch.tensor(b)
-            mask[r, :n] = 1
-        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 @ATTACKS.register("meraser")
 class MEraserAttack(Attack):
     """Mismatched-then-clean fine-tuning on ``N`` pairs per phase, for each N in ``--samples``."""
@@ -94,7 +83,8 @@ class MEraserAttack(Attack):
             yield from pair_batches(clean, opts.train_batch_size, pad_id(tok))
 
         params = [p for p in model.parameters() if p.requires_grad]
-        train_steps(model, phases(), params, opts.lr or DEFAULT_LR, [steps], lambda _: None)
+        train_steps(model, phases(), params, opts.lr or DEFAULT_LR, [steps], lambda _: None,
+                    bf16=opts.train_precision == "bf16")
         return save_model(model, tok, out_dir)
 
     def draw(self, pairs: list[Pair], n: int) -> list[Pair]:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import CorpusError
 from omlkit.evaluation.attacks.base import Attack
 from omlkit.options import Options
@@ -32,6 +33,13 @@ class TrainingDataOptions(Options):
     )
     train_batch_size: int = Field(8, ge=1, description="Sequences per training-attack step.")
     seq_len: int = Field(128, ge=8, description="Tokens per training-attack sequence.")
+    train_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="Training attacks' precision (bf16: autocast, fast on CPUs with native bf16).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+
+
+Pair = tuple[list[int], list[int]]
 
 
 class TrainingOptions(TrainingDataOptions):
@@ -79,6 +87,22 @@ def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[
             yield blocks[order[s : s + size]]
 
 
+def pair_batches(pairs: Sequence[Pair], batch_size: int, pad: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Right-padded batches of ``opening + continuation``, labels on the continuation only."""
+    for s in range(0, len(pairs), batch_size):
+        rows = pairs[s : s + batch_size]
+        width = max(len(a) + len(b) for a, b in rows)
+        ids = torch.full((len(rows), width), pad)
+        labels = torch.full((len(rows), width), -100)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for r, (a, b) in enumerate(rows):
+            n = len(a) + len(b)
+            ids[r, :n] = torch.tensor(a + b)
+            labels[r, len(a) : n] = torch.tensor(b)
+            mask[r, :n] = 1
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
 def train_steps(
     model: torch.nn.Module,
     batches: Iterator[torch.Tensor | dict[str, torch.Tensor]],
@@ -86,13 +110,15 @@ def train_steps(
     lr: float,
     checkpoints: Sequence[int],
     on_checkpoint: Callable[[int], None],
+    bf16: bool = False,
 ) -> list[float]:
     """Causal-LM AdamW training up to ``max(checkpoints)`` steps; ``on_checkpoint(step)`` at each one.
 
     A batch is a tensor of token ids (every token trained) or the model's keyword arguments (``input_ids``,
     ``attention_mask``, ``labels`` with -100 where nothing is trained).
 
-    Step 0 (if requested) is reported before any training. Returns the loss of every step.
+    Step 0 (if requested) is reported before any training; ``bf16`` runs the forward pass under bf16
+    autocast (weights and optimizer stay fp32). Returns the loss of every step.
     """
     device = next(model.parameters()).device
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -104,7 +130,8 @@ def train_steps(
     for step in range(1, (targets[-1] if targets else 0) + 1):
         batch = next(batches)
         inputs = batch if isinstance(batch, dict) else {"input_ids": batch, "labels": batch}
-        loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**{k: v.to(device) for k, v in inputs.items()}).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -128,16 +155,17 @@ class SteppedTrainingAttack(Attack):
 
     def apply(self, model_path: str, strength: float, out_dir: Path) -> Path:
         """Train for ``strength`` steps and save into ``out_dir``."""
-        return self.train(model_path, {int(strength): out_dir})[int(strength)]
+        return self.train(model_path, {strength: out_dir})[strength]
 
     def apply_all(
         self, model_path: str, strengths: Sequence[float], out_root: Path
     ) -> Iterator[tuple[float, Path]]:
         """Train once to the largest step count, saving a snapshot at each requested count."""
-        saved = self.train(model_path, {int(s): out_root / self.folder_name(s) for s in strengths})
+        saved = self.train(model_path, {s: out_root / self.folder_name(s) for s in strengths})
         for s in strengths:
-            yield s, saved[int(s)]
+            yield s, saved[s]
 
-    def train(self, model_path: str, targets: dict[int, Path]) -> dict[int, Path]:
-        """Train, saving the model into ``targets[n]`` after step n; returns ``targets``."""
+    def train(self, model_path: str, targets: dict[float, Path]) -> dict[float, Path]:
+        """Train, saving the model into ``targets[s]`` on reaching strength s (whole steps, unless the
+        attack counts in other units); returns the saved folders by strength."""
         raise NotImplementedError
