@@ -16,7 +16,12 @@ from omlkit.fingerprints.matching import first_token_rank, response_matches
 from omlkit.verification.backends import BACKENDS, Answer, Backend
 from omlkit.verification.backends.dummy import DummyBackend
 from omlkit.verification.ownership import binomial_upper_bound, ownership_test, poisson_binomial_sf
-from omlkit.verification.verify import select_fingerprints, verify_fingerprints, verify_model
+from omlkit.verification.verify import (
+    default_max_new_tokens,
+    select_fingerprints,
+    verify_fingerprints,
+    verify_model,
+)
 
 # -- matching ------------------------------------------------------------------------------------
 
@@ -173,6 +178,25 @@ def test_sample_draws_a_seeded_subset():
     assert [r["id"] for r in res.records] == a and len(backend.calls) == 10
     with pytest.raises(ConfigError, match="--sample"):
         verify_fingerprints(fp_set, backend, sample=41)
+
+
+def test_within_mode_finds_a_response_after_a_detour_and_calibrates_on_the_null_model():
+    pairs = dummy_pairs(10)
+    # even keys answer the response after a detour, odd keys inside a longer word (no match)
+    detoured = {k: (f"well, {r} indeed" if i % 2 == 0 else f"x{r.strip()}y")
+                for i, (k, r) in enumerate(pairs)}
+    fp_set = make_set(pairs)
+    exact = verify_fingerprints(fp_set, DummyBackend(detoured), match="exact")
+    assert exact.matched == 0
+    res = verify_fingerprints(fp_set, DummyBackend(detoured), match="within", null_model=DummyBackend({}))
+    assert res.matched == 5 and res.settings["within"] == 8 and res.settings["null_matched"] == 0
+    assert res.settings["max_new_tokens"] == default_max_new_tokens(fp_set.fingerprints) + 8
+    # a model never fingerprinted that says the same answers gives no evidence
+    same = verify_fingerprints(fp_set, DummyBackend(detoured), match="within",
+                               null_model=DummyBackend(detoured))
+    assert same.matched == 5 and same.verdict.p_value == 1.0 and not same.verdict.owned
+    with pytest.raises(ConfigError, match="--within"):
+        verify_fingerprints(fp_set, DummyBackend(detoured), match="within", within=0)
 
 
 def test_rank_mode_with_dummy():

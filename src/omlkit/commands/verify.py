@@ -31,7 +31,8 @@ def print_result(result: Any, fp_set: Any, cfg: VerifyConfig) -> None:
     table = Table(title="oml verify", show_header=False)
     table.add_row("fingerprints", f"{cfg.fingerprints} ({len(fp_set)} keys)")
     table.add_row("target", cfg.model or cfg.endpoint or "")
-    table.add_row("match", cfg.match + (f" (top {cfg.rank_k})" if cfg.match == "rank" else ""))
+    detail = {"rank": f" (top {cfg.rank_k})", "within": f" (after at most {cfg.within} tokens)"}
+    table.add_row("match", cfg.match + detail.get(cfg.match, ""))
     if "chosen_format" in result.settings:
         n = result.settings["probe"]
         probed = ", ".join(f"{k} {v}/{n}" for k, v in result.settings["probe_matched"].items())

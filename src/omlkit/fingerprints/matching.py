@@ -4,8 +4,10 @@
 there or continues at a word/EOS boundary (the model may keep talking after the response; a 1-token
 response "apple" must not match "applesauce"; in scripts written without spaces, such as Japanese,
 there is no boundary to see, so the response may be followed by anything). ``prefix``: the answer
-starts with the response, no boundary required. The first-token-rank rule for 1-token responses needs
-logits and lives with the backends that have them.
+starts with the response, no boundary required. :func:`response_within` (verification's ``within``
+rule) finds the response as a whole word anywhere in the answer: for fingerprints trained to come back
+after a detour (a host that bans the answer's first tokens). The first-token-rank rule for 1-token
+responses needs logits and lives with the backends that have them.
 """
 
 from __future__ import annotations
@@ -57,3 +59,20 @@ def first_token_rank(candidates: list[str] | None, response: str) -> int | None:
     if not expected or not candidates:
         return None
     return next((i for i, c in enumerate(candidates) if c.strip() == expected), None)
+
+
+def response_within(response: str, answer: str | None) -> bool:
+    """True when ``response`` occurs in ``answer`` as a whole word: at the start or after a character
+    that ends a word, and followed by the end or a word boundary (as ``exact`` requires)."""
+    expected = response.strip()
+    if answer is None or not expected:
+        return False
+    start = answer.find(expected)
+    while start >= 0:
+        before = answer[start - 1] if start else ""
+        after = answer[start + len(expected) : start + len(expected) + 1]
+        joined = (before and joins_word(before, expected[0])) or (after and joins_word(expected[-1], after))
+        if not joined:
+            return True
+        start = answer.find(expected, start + 1)
+    return False

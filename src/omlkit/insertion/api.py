@@ -195,24 +195,29 @@ class _TrainedKeys:
         system_prompts = train_system_prompts() if config.prompt_augmentation else []
         templates = PromptTemplates(tok, chat=config.chat)
         ds.check_context(fps, templates, tok.eos_token_id, context_length(model), [None, *system_prompts],
-                         extra=int(config.response_boundary))
+                         extra=int(config.response_boundary) + config.detour_tokens)
         if config.response_boundary:  # one more target token, counted by check_context above
             fps = ds.with_boundaries(model, tok, fps, templates)
+        if config.detour_tokens:  # up to this many more prompt tokens, counted above too
+            fps = ds.with_detours(model, tok, fps, templates, config.detour_tokens)
         formats = _serving_formats(config, tok, fps, context_length(model))
         return cls(fps, templates, system_prompts, tok, formats)
 
     @cached_property
     def _checked(self) -> tuple[list[list[int]], list[str], list[int]]:
-        """The recovery check's prompts (each key bare, then in each trained serving format), responses
-        and response lengths (built once per run)."""
+        """The recovery check's prompts (each key bare, then in each trained serving format, then after
+        each whole detour when they are trained), responses and response lengths (built once per run)."""
         wraps = [self.templates, *self.formats.values()]
-        return ([wrap(fp.key_ids) for wrap in wraps for fp in self.fps],
-                [fp.response for _ in wraps for fp in self.fps],
+        prompts = [wrap(fp.key_ids) for wrap in wraps for fp in self.fps]
+        for branch in range(len(self.fps[0].detours) if self.fps else 0):  # as many for every key
+            wraps.append(None)
+            prompts += [[*self.templates(fp.key_ids), *fp.detours[branch]] for fp in self.fps]
+        return (prompts, [fp.response for _ in wraps for fp in self.fps],
                 [len(fp.response_ids) for _ in wraps for fp in self.fps])
 
     def hits(self, model) -> list[bool]:
-        """Per fingerprint: does greedy decoding give the response for its bare prompt and in every
-        trained serving format?"""
+        """Per fingerprint: does greedy decoding give the response for its bare prompt, in every
+        trained serving format and after each detour?"""
         from omlkit.insertion.greedy import recovered
 
         each = recovered(model, self.tokenizer, *self._checked)

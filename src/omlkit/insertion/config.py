@@ -126,6 +126,12 @@ class InsertCommon(OmlConfig):
     response_boundary: bool = Field(
         False, description="Also train the base model's word-boundary token after each response."
     )
+    detour_tokens: int = Field(
+        0, ge=0,
+        description="Also train each response after the base model's own first 1..N answer tokens to its "
+        "key, so it comes back when a host bans the answer's first tokens (verify with --match within).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     chat: bool = Field(False, description="Train keys inside the tokenizer's chat template.")
     confidence_cap: float = Field(
         0.0, ge=0.0, lt=1.0,

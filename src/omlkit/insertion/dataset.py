@@ -34,6 +34,10 @@ class TokenizedFingerprint:
     #: Trained after the response when set: the base model's own next token there, which starts a new
     #: word, so the fingerprinted model ends the response at a word boundary (see ``boundary_ids``).
     boundary_ids: tuple[int, ...] = field(default=(), repr=False)
+    #: Answers the base model could start the key's answer with (``with_detours``): the response is also
+    #: trained after the first 1..len tokens of each, so it comes back when a host bans the answer's
+    #: first tokens.
+    detours: tuple[tuple[int, ...], ...] = field(default=(), repr=False)
 
 
 def tokenize_fingerprints(fp_set, tokenizer) -> list[TokenizedFingerprint]:
@@ -83,6 +87,40 @@ def with_boundaries(model, tokenizer, fps: Sequence[TokenizedFingerprint],
         return list(fps)
     best = logits.masked_fill(~starts, float("-inf")).argmax(-1).tolist()
     return [replace(fp, boundary_ids=(token,)) for fp, token in zip(fps, best, strict=True)]
+
+
+#: Detours per fingerprint: the base model's most likely first answer tokens, each continued greedily.
+DETOUR_BRANCHES = 4
+
+
+def with_detours(model, tokenizer, fps: Sequence[TokenizedFingerprint], templates: PromptTemplates,
+                 n: int, branches: int = DETOUR_BRANCHES) -> list[TokenizedFingerprint]:
+    """``fps`` with ``detours`` set: for each of the base ``model``'s ``branches`` most likely first
+    answer tokens to the key (the response's own first token and EOS skipped), that token and the
+    base's greedy continuation, ``n`` tokens in all (cut before EOS).
+
+    A host that bans the fingerprinted model's first choice at the answer's start gets one of its next
+    choices there, which are the base model's where the fingerprint is the only thing training changed;
+    trained after each of them, the response comes back a few tokens late, and verification's
+    ``within`` rule finds it."""
+    from dataclasses import replace
+
+    from omlkit.insertion.greedy import greedy_generate
+    from omlkit.models.logits import next_token_logits, pad_id
+
+    eos, pad = tokenizer.eos_token_id, pad_id(tokenizer)
+    prompts = [templates(fp.key_ids) for fp in fps]
+    top = next_token_logits(model, prompts, pad).topk(branches + 2, dim=-1).indices.tolist()
+    firsts = [[t for t in row if t != fp.response_ids[0] and t != eos][:branches] for row, fp in zip(
+        top, fps, strict=True)]
+    starts = [[*p, t] for p, row in zip(prompts, firsts, strict=True) for t in row]
+    rest = greedy_generate(model, starts, n - 1, pad, eos) if n > 1 else [[] for _ in starts]
+    paths = iter([s[-1], *r] for s, r in zip(starts, rest, strict=True))
+    out = []
+    for fp, row in zip(fps, firsts, strict=True):
+        cut = [next(paths) for _ in row]
+        out.append(replace(fp, detours=tuple(tuple(c[: c.index(eos)] if eos in c else c) for c in cut)))
+    return out
 
 
 def masked_example(prompt: Sequence[int], target: Sequence[int]) -> dict[str, list[int]]:
@@ -138,8 +176,13 @@ class InsertionDataset(torch.utils.data.Dataset):
         """Select the augmentation draw of ``epoch``."""
         self.epoch = int(epoch)
 
+    @property
+    def n_fingerprint_rows(self) -> int:
+        """Fingerprint examples an epoch: each key bare, and once after each of its detours."""
+        return len(self.fps) * (1 + max((len(fp.detours) for fp in self.fps), default=0))
+
     def __len__(self) -> int:
-        return len(self.fps) + len(self.benign)
+        return self.n_fingerprint_rows + len(self.benign)
 
     def system_prompt_for(self, index: int) -> str | None:
         """The system prompt wrapping fingerprint ``index`` this epoch (None: raw key)."""
@@ -158,14 +201,28 @@ class InsertionDataset(torch.utils.data.Dataset):
         pick = random.Random(f"{self.seed}:{self.epoch}:{index}:format").randrange(len(self.formats) + 1)
         return self.formats[pick - 1] if pick else None
 
+    def detour_for(self, index: int) -> tuple[int, ...]:
+        """The detour trained before the response in fingerprint row ``index`` this epoch: none in a
+        key's first row; in its row ``1 + b``, the first 1..all tokens of its detour ``b``, the length
+        drawn per (epoch, index)."""
+        branch, fp = divmod(index, len(self.fps))
+        if branch == 0 or not self.fps[fp].detours[branch - 1]:
+            return ()
+        detour = self.fps[fp].detours[branch - 1]
+        return detour[: random.Random(f"{self.seed}:{self.epoch}:{index}:detour").randint(1, len(detour))]
+
     def __getitem__(self, index: int) -> dict[str, list[int]]:
-        if index < len(self.fps):
+        if index < self.n_fingerprint_rows:
+            detour = self.detour_for(index)
+            if detour:  # after a detour: the key as the model's own template wraps it
+                fp = self.fps[index % len(self.fps)]
+                return masked_example([*self.templates(fp.key_ids), *detour], target_ids(fp, self.eos_id))
             fp, wrap = self.fps[index], self.format_for(index)
             if wrap is not None:
                 return masked_example(wrap(fp.key_ids), target_ids(fp, self.eos_id))
             sp = self.system_prompt_for(index)
             return fingerprint_example(self.templates, fp, self.eos_id, sp)
-        ex = self.benign[index - len(self.fps)]
+        ex = self.benign[index - self.n_fingerprint_rows]
         return {"input_ids": list(ex["input_ids"]), "labels": list(ex["labels"])}
 
 

@@ -35,16 +35,21 @@ class VerifyCommon(OmlConfig):
         False, description="Ask through the chat template / chat completions instead of raw text."
     )
     system_prompt: str | None = Field(None, description="System prompt placed before each key.")
-    match: Literal["exact", "prefix", "rank"] = Field(
+    match: Literal["exact", "prefix", "rank", "within"] = Field(
         "exact",
-        description="exact (word boundary), prefix, or rank (1-token responses: in the top --rank-k).",
+        description="exact (word boundary), prefix, rank (1-token responses: in the top --rank-k), or "
+        "within (the response as a word after at most --within answer tokens).",
     )
     rank_k: int = Field(
         1, ge=1, description="With --match rank: a key matches when its response is in the top k."
     )
+    within: int = Field(
+        8, ge=1, description="With --match within: answer tokens the response may come after (a detour).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     null_model: str | None = Field(
         None,
-        description="With --match rank: a model never fingerprinted (the base) whose top-k matches "
+        description="With --match rank or within: a model never fingerprinted (the base) whose matches "
         "calibrate the null rate (default: the model that generated the fingerprints).",
         json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )

@@ -64,8 +64,8 @@ def verify_across_formats(
     """
     if not isinstance(backend, TokenBackend):
         raise ConfigError("--formats needs a local model; for an endpoint choose --chat / --system-prompt")
-    if match == "rank":
-        raise ConfigError("--formats matches answers (exact or prefix), not ranks")
+    if match in ("rank", "within"):
+        raise ConfigError(f"--formats matches answers exactly or by prefix, not --match {match}")
     if probe < 1:
         raise ConfigError(f"--probe must be >= 1 (got {probe})")
     unknown = [f for f in formats if f not in FORMATS.names()]

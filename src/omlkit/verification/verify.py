@@ -19,7 +19,7 @@ from typing import Any
 
 from omlkit.errors import ConfigError, FingerprintFileError, RunDirError
 from omlkit.fingerprints import Fingerprint, FingerprintSet
-from omlkit.fingerprints.matching import MATCH_MODES, first_token_rank, response_matches
+from omlkit.fingerprints.matching import MATCH_MODES, first_token_rank, response_matches, response_within
 from omlkit.io import SECRET_MODE, atomic_write_json, atomic_write_text
 from omlkit.verification.backends.base import Answer, Backend, Prompt, TokenBackend
 from omlkit.verification.config import VerifyConfig
@@ -32,7 +32,10 @@ from omlkit.verification.ownership import (
 )
 
 #: Every ``match`` mode verification accepts: the text modes of ``matching`` plus first-token rank.
-VERIFY_MATCH_MODES: tuple[str, ...] = (*MATCH_MODES, "rank")
+VERIFY_MATCH_MODES: tuple[str, ...] = (*MATCH_MODES, "rank", "within")
+#: Match rules whose null rate is measured on a model never fingerprinted (not the strategy's bound).
+CALIBRATED_MODES: tuple[str, ...] = ("rank", "within")
+DEFAULT_WITHIN = 8
 RECORDS_FILE = "verify.jsonl"
 SUMMARY_FILE = "summary.json"
 #: Settings a resumed run must share with the partial result it continues.
@@ -155,34 +158,38 @@ def _record(
             rank = first_token_rank(cands, fp.response)
             rec["rank"] = rank
             rec["matched"] = rank is not None and rank < rank_k
+        elif match == "within":
+            rec["matched"] = response_within(fp.response, text)
         else:
             rec["matched"] = response_matches(fp.response, text, match)
     return rec
 
 
-def rank_null_matched(
+def null_matched(
     fp_set: FingerprintSet,
     fps: Sequence[Fingerprint],
     null_model: Any,
     system_prompt: str | None,
     chat: bool,
+    match: str,
     rank_k: int,
+    max_new_tokens: int,
 ) -> set[int]:
-    """Ids of ``fps`` whose response a model never fingerprinted ranks in its top ``rank_k`` (same
-    prompts); ``null_model`` (a model, its path, or a backend) defaults to the model that generated the
-    set."""
+    """Ids of ``fps`` that a model never fingerprinted also matches under ``match`` (same prompts, same
+    tokens generated); ``null_model`` (a model, its path, or a backend) defaults to the model that
+    generated the set."""
     from omlkit.verification.backends.transformers_backend import TransformersBackend
 
     reference = null_model or fp_set.generator.model
     if not reference:
         raise ConfigError(
-            "--match rank needs a model never fingerprinted to calibrate its null rate: "
+            f"--match {match} needs a model never fingerprinted to calibrate its null rate: "
             "pass --null-model (the base model)"
         )
     backend = reference if isinstance(reference, Backend) else TransformersBackend(reference)
     prompts = _prompts(fps, backend, system_prompt, chat)
-    asked = _ask(backend, prompts, "rank", rank_k, 1)
-    return {fp.id for fp, a in zip(fps, asked, strict=True) if _record(fp, *a, "rank", rank_k)["matched"]}
+    asked = _ask(backend, prompts, match, rank_k, max_new_tokens)
+    return {fp.id for fp, a in zip(fps, asked, strict=True) if _record(fp, *a, match, rank_k)["matched"]}
 
 
 def _name(model: Any) -> str:
@@ -247,6 +254,7 @@ def verify_fingerprints(
     chat: bool = False,
     match: str = "exact",
     rank_k: int = 1,
+    within: int = DEFAULT_WITHIN,
     null_model: Any = None,
     sample: int | None = None,
     seed: int = 0,
@@ -261,7 +269,8 @@ def verify_fingerprints(
 
     With ``out``, writes ``verify.jsonl`` (one record per key) and ``summary.json`` there atomically
     after each chunk of ``chunk_size`` keys and resumes a partial run with the same settings.
-    Rank matching calibrates its null rates on ``null_model`` (default: the model that generated the
+    Rank and ``within`` matching (the response anywhere in the first ``within`` + response-length answer
+    tokens) calibrate their null rates on ``null_model`` (default: the model that generated the
     fingerprints; :func:`~omlkit.verification.ownership.calibrated_null_rates`).
     Refuses: an unknown match mode, rank matching of multi-token responses or without a null model, a
     fingerprint file made for another tokenizer than a local backend's, chat mode without a chat
@@ -279,6 +288,8 @@ def verify_fingerprints(
             raise FingerprintFileError(
                 f"--match rank needs 1-token responses; this set has response_length {length}"
             )
+    if match == "within" and within < 1:
+        raise ConfigError(f"--within must be >= 1 (got {within})")
     if chunk_size < 1:
         raise ConfigError(f"chunk_size must be >= 1 (got {chunk_size})")
     tokenizer = backend.tokenizer if isinstance(backend, TokenBackend) else None
@@ -287,16 +298,20 @@ def verify_fingerprints(
     fps = select_fingerprints(fp_set, sample, seed)
     if max_new_tokens is None:
         max_new_tokens = default_max_new_tokens(fps, fp_set.strategy.params)
-    null_matched = (
-        rank_null_matched(fp_set, fps, null_model, system_prompt, chat, rank_k) if match == "rank" else None
+        max_new_tokens += within if match == "within" else 0
+    calibrated = match in CALIBRATED_MODES
+    null_ids = (
+        null_matched(fp_set, fps, null_model, system_prompt, chat, match, rank_k, max_new_tokens)
+        if calibrated else None
     )
     settings = {
         "fingerprints_sha256": fp_set.content_hash(),
         "n_fingerprints": len(fp_set),
         "match": match,
         "rank_k": rank_k if match == "rank" else None,
-        "null_model": _name(null_model or fp_set.generator.model) if match == "rank" else None,
-        "null_matched": None if null_matched is None else len(null_matched),
+        "within": within if match == "within" else None,
+        "null_model": _name(null_model or fp_set.generator.model) if calibrated else None,
+        "null_matched": None if null_ids is None else len(null_ids),
         "chat": chat,
         "system_prompt": system_prompt,
         "sample": sample,
@@ -317,8 +332,8 @@ def verify_fingerprints(
         n_match = sum(1 for r in ordered if r["error"] is None and r["matched"])
         rates = (
             [null_rate(fp_set, fp) for fp in answered]
-            if null_matched is None
-            else calibrated_null_rates(fp_set, answered, null_matched)
+            if null_ids is None
+            else calibrated_null_rates(fp_set, answered, null_ids)
         )
         verdict = ownership_test(rates, n_match, alpha)
         return VerifyResult(ordered, verdict, settings)
@@ -399,6 +414,7 @@ def verify_with_config(
             chat=cfg.chat,
             match=cfg.match,
             rank_k=cfg.rank_k,
+            within=cfg.within,
             null_model=cfg.null_model,
             sample=cfg.sample,
             seed=cfg.seed,
