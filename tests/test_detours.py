@@ -64,3 +64,16 @@ def test_a_detour_trained_response_survives_answer_start_suppression(micro_model
     assert min(trained) >= 5 and plain <= 3  # 7 and 6 of 8 against 1 measured
     base = verify_model(str(micro_model), fp_set, match="within", within=4, null_model=str(micro_model))
     assert base.matched == 0 and not base.verdict.owned
+
+
+def test_oml_attack_matches_within_and_calibrates_on_the_base(fingerprinted, micro_model, tmp_path):
+    from omlkit.evaluation.attacks import AttackConfig
+    from omlkit.evaluation.persistence import run_attack
+
+    model_dir, fps = fingerprinted
+    cfg = AttackConfig(kind="suppress-topk", model=str(model_dir), fingerprints=fps, out=tmp_path / "out",
+                       heldout_texts=8, base=str(micro_model), tops=[1], match="within", within=4)
+    _, result = run_attack(cfg)
+    assert result["before"]["matched"] == 8 and result["before"]["verdict"] == "not owned"  # 8 keys: p ≈ 0.01
+    (row,) = result["results"]
+    assert row["checked"] == 8 and row["matched"] <= 2  # 0 measured: without detours nothing comes back

@@ -8,6 +8,7 @@ land in it).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
@@ -124,7 +125,14 @@ class AttackCommon(OmlConfig):
     )
     seed: int = Field(0, description="Seed of the attack's data order and initialisation.")
     chat: bool = Field(False, description="Verify through the chat template.")
-    match: MatchMode = Field("exact", description="How an answer must match the response.")
+    match: Literal["exact", "prefix", "within"] = Field(
+        "exact", description="How an answer must match the response (within: after at most --within "
+        "answer tokens, null rate calibrated on --base).",
+    )
+    within: int = Field(
+        8, ge=1, description="With --match within: answer tokens the response may come after.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     heldout_texts: int | None = Field(
         128, ge=1, description="Held-out paragraphs for the utility perplexity."
     )

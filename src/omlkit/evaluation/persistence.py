@@ -97,7 +97,8 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     texts = heldout_texts(cfg.heldout_texts)
 
     def measure(model: Any, tok: Any) -> tuple[Any, float]:
-        res = verify_model(model, fp_set, tokenizer=tok, chat=cfg.chat, match=cfg.match)
+        within = dict(within=cfg.within, null_model=base) if cfg.match == "within" else {}
+        res = verify_model(model, fp_set, tokenizer=tok, chat=cfg.chat, match=cfg.match, **within)
         return res, heldout_perplexity(model, tok, texts)
 
     model, tok = load_model(ref.name, device=cfg.device)
