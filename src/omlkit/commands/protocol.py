@@ -80,9 +80,35 @@ def _register_model(cfg: RegisterModelConfig) -> None:
 
         raise ProtocolError(f"{cfg.reveal_out} already exists (pass --force to overwrite)")
     request, reveal = make_registration(fp_set, cfg.model_id, cfg.match)
+    if cfg.manifest is not None:
+        request = request.model_copy(update={"copies": _copies(cfg, fp_set)})
     reveal.save(cfg.reveal_out, overwrite=cfg.force)  # before registering: salts must never be lost
     with PlatformClient(cfg.platform, admin_token=token) as client:
         _print(client.register_model(request))
+
+
+def _copies(cfg: RegisterModelConfig, fp_set):  # noqa: ANN202
+    """The manifest's assignment as the platform registers it (ids only), each copy's host from
+    ``--copy-host``; refuses a manifest of another fingerprint file and a host mapping that names no copy."""
+    from pydantic import ValidationError
+
+    from omlkit.errors import ConfigError
+    from omlkit.protocol.messages import CopyEntry, CopyRegistration
+    from omlkit.tracing.manifest import Manifest
+
+    manifest = Manifest.load(cfg.manifest)
+    if manifest.fingerprints_sha256 != fp_set.content_hash():
+        raise ConfigError(f"--manifest {cfg.manifest} was made for another fingerprint file")
+    hosts = dict(item.split("=", 1) for item in cfg.copy_host if "=" in item)
+    unknown = set(hosts) - {h.host for h in manifest.hosts}
+    if len(hosts) != len(cfg.copy_host) or unknown:
+        raise ConfigError(f"--copy-host takes NAME=0xADDRESS with a copy name of the manifest "
+                          f"(got {sorted(unknown) or cfg.copy_host})")
+    try:
+        return CopyRegistration(rate=manifest.rate, pool=manifest.pool, copies=[
+            CopyEntry(name=h.host, host=hosts.get(h.host), fingerprint_ids=h.ids) for h in manifest.hosts])
+    except ValidationError as exc:
+        raise ConfigError(f"--manifest/--copy-host: {exc.errors()[0]['msg']}") from None
 
 
 def _register_host(cfg: RegisterHostConfig) -> None:
@@ -151,6 +177,8 @@ def _prove(cfg: ProveConfig) -> None:
         f"{report.outcome}: {report.checked} keys, {report.permitted} permitted, "
         f"{report.unpermitted_matched} unpermitted matched, p={report.p_value:.3g}"
         + (f", violation {report.violation.id}" if report.violation else "")
+        + "".join(f", traced to copy {c.name!r} (p={c.p_value:.3g})"
+                  for c in (report.violation.traced or [] if report.violation else []))
     )
 
 
@@ -170,6 +198,12 @@ def verify_record(cfg: VerifyRecordConfig) -> None:
         f"({checked.matched}/{checked.checked} keys matched without permission, p={checked.p_value:.3g}), "
         f"signed by platform {checked.platform}"
     )
+    for copy in checked.traced or []:
+        typer.echo(f"traced to copy {copy.name!r}" + (f" (licensed to host {copy.host})" if copy.host else "")
+                   + f": it holds {copy.held} of the {copy.matched} pool keys matched, p={copy.p_value:.3g}"
+                   " (corrected over every copy)")
+    if checked.traced == []:
+        typer.echo("traced: no copy named (too few pool keys matched)")
 
 
 config_command(app, "verify-record", VerifyRecordConfig, verify_record, arguments=("record",))

@@ -77,6 +77,10 @@ class PlatformClient:
         """Ids of the model's fingerprints already spent."""
         return set(self._call("GET", f"/v1/models/{model_id}/spent", "spent keys")["spent"])
 
+    def trace_order(self, model_id: str) -> list[int]:
+        """A distributed model's unspent pool ids, in the order a traced proof must reveal them."""
+        return list(self._call("GET", f"/v1/models/{model_id}/trace-order", "trace order")["order"])
+
     def submit_proofs(self, submission: ProofSubmission) -> dict:
         """Submit proofs; returns the platform-signed verification report."""
         return self._call("POST", "/v1/proofs", "proof submission", json=submission.model_dump(mode="json"))

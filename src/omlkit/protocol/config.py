@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from omlkit.config import OmlConfig
+from omlkit.config import OMIT_DEFAULT_FROM_ID, OmlConfig
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.matching import MatchMode
 
@@ -63,6 +63,15 @@ class RegisterModelConfig(OmlConfig):
     reveal_out: Path = Field(description="Where to write the secret salts (mode 0600); `oml prove` needs it.")
     match: MatchMode = Field("exact", description="Match rule the verifier applies.")
     admin_token: str | None = Field(None, repr=False, description=f"Admin token (or ${ADMIN_TOKEN_ENV})")
+    manifest: Path | None = Field(
+        None, description="`oml distribute`'s manifest: also register which copy holds which pool key, so "
+        "a violation is traced to its copy (the manifest stays local; the platform learns ids only).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+    copy_host: list[str] = Field(
+        [], description="With --manifest: NAME=0xADDRESS, the registered host a copy was licensed to.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     force: bool = Field(False, description="Overwrite an existing reveal file.")
 
 
@@ -118,6 +127,11 @@ class ProveConfig(OmlConfig):
     max_new_tokens: int = Field(16, gt=0, le=512, description="Tokens the verifier asks per key.")
     chat: bool = Field(False, description="The verifier asks via chat completions (else completions).")
     seed: int = Field(0, description="Seed of the key sample.")
+    trace: bool = Field(
+        False, description="A model distributed as per-host copies: reveal the next --count pool keys in "
+        "the platform's trace order, so a violation names the copy it came from.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
     out: Path | None = Field(None, description="Write the signed report here (JSON).")
     force: bool = Field(False, description="Overwrite --out.")
 

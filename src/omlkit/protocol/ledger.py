@@ -40,12 +40,26 @@ class Base(DeclarativeBase):
 
 
 class ModelRow(Base):
-    """A registered model: its id and the match rule its verifier applies."""
+    """A registered model: its id and the match rule its verifier applies; for a model distributed as
+    per-host copies, the rate at which pool keys went to each copy and the order, drawn by the platform
+    at registration, in which pool keys must be revealed to be traced (a JSON list of ids)."""
 
     __tablename__ = "models"
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     match: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[float] = mapped_column(Float)
+    copy_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trace_order: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class CopyRow(Base):
+    """One host's copy of a distributed model: the pool fingerprint ids it holds (a JSON list)."""
+
+    __tablename__ = "copies"
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.model_id"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str | None] = mapped_column(String(42), nullable=True)
+    fingerprint_ids: Mapped[str] = mapped_column(Text)
 
 
 class CommitmentRow(Base):

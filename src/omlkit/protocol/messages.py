@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from omlkit.errors import ProtocolError
 from omlkit.fingerprints import FingerprintSet
@@ -41,7 +41,7 @@ MAX_COMMITMENTS = 100_000
 MAX_ANSWER_TOKENS = 512
 #: Fields added to signed records after records were first signed: left out of the signed payload while
 #: None, so a record signed before they existed still verifies.
-LATER_SIGNED_FIELDS = frozenset({"endpoint"})
+LATER_SIGNED_FIELDS = frozenset({"endpoint", "traced"})
 REVEAL_FORMAT = "omlkit.reveal/1"
 
 
@@ -98,12 +98,45 @@ class CommitmentEntry(_Model):
     null_rate: float = Field(gt=0.0, le=1.0)
 
 
+class CopyEntry(_Model):
+    """One host's copy of a distributed model: its name (the manifest's host name), the registered host
+    address it was licensed to (if any), and the pool fingerprints it holds."""
+
+    name: str = Field(min_length=1, max_length=128)
+    host: Address | None = None
+    fingerprint_ids: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(max_length=MAX_COMMITMENTS)
+
+
+class CopyRegistration(_Model):
+    """Which copy holds which pool fingerprint (``oml distribute``'s manifest, without keys): each pool
+    id went to each copy independently with probability ``rate``, so the platform can trace a violation
+    to the copy it came from (``docs/tracing.md``)."""
+
+    rate: float = Field(gt=0.0, lt=1.0)
+    pool: list[Annotated[int, Field(ge=0, le=MAX_ID)]] = Field(min_length=1, max_length=MAX_COMMITMENTS)
+    copies: list[CopyEntry] = Field(min_length=1, max_length=1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CopyRegistration:
+        pool = set(self.pool)
+        if len(pool) != len(self.pool):
+            raise ValueError("pool ids must be unique")
+        names = [c.name for c in self.copies]
+        if len(set(names)) != len(names):
+            raise ValueError("copy names must be unique")
+        if any(not set(c.fingerprint_ids) <= pool for c in self.copies):
+            raise ValueError("a copy holds an id that is not in the pool")
+        return self
+
+
 class RegisterModel(_Model):
-    """Owner -> platform (admin token): a model id, its match rule and one commitment per fingerprint."""
+    """Owner -> platform (admin token): a model id, its match rule, one commitment per fingerprint and,
+    for a model distributed as per-host copies, which copy holds which pool fingerprint."""
 
     model_id: ModelId
     match: MatchMode = "exact"
     commitments: list[CommitmentEntry] = Field(min_length=1, max_length=MAX_COMMITMENTS)
+    copies: CopyRegistration | None = None
 
     @field_validator("commitments")
     @classmethod
@@ -112,6 +145,12 @@ class RegisterModel(_Model):
         if len(set(ids)) != len(ids):
             raise ValueError("fingerprint ids must be unique")
         return entries
+
+    @model_validator(mode="after")
+    def _pool_committed(self) -> RegisterModel:
+        if self.copies and not set(self.copies.pool) <= {e.fingerprint_id for e in self.commitments}:
+            raise ValueError("copies: every pool id needs a commitment")
+        return self
 
 
 class RegisterHost(_Model):
@@ -276,6 +315,18 @@ class KeyOutcome(_Model):
     null_rate: float
 
 
+class TracedCopy(_Model):
+    """A copy a violation was traced to: of the ``matched`` pool keys the host answered, ``held`` are in
+    this copy, and ``p_value`` (corrected over every copy) bounds the chance of that for an innocent
+    copy."""
+
+    name: str
+    host: Address | None = None
+    held: int
+    matched: int
+    p_value: float
+
+
 class ViolationRecord(Signed):
     """Platform-signed evidence that ``host`` served ``model_id`` without permission.
 
@@ -295,6 +346,7 @@ class ViolationRecord(Signed):
     p_value: float
     alpha: float
     keys: list[KeyOutcome]
+    traced: list[TracedCopy] | None = None  # the copies it came from (distributed models, since 2026-12-03)
     signature: Signature
 
 

@@ -8,6 +8,7 @@ Endpoints (JSON):
 - ``POST /v1/permissions``              host-signed request -> σ
 - ``GET  /v1/usage``                    permission counts per host and model
 - ``GET  /v1/models/{id}/spent``        fingerprint ids already used in proofs
+- ``GET  /v1/models/{id}/trace-order``  a distributed model's unspent pool ids, in the order to reveal
 - ``POST /v1/proofs``                   proof submission -> signed verification report
 - ``GET  /v1/violations``               signed violation records
 
@@ -142,6 +143,10 @@ def create_app(platform: Platform, admin_token: str | None, max_body_bytes: int 
     @app.get("/v1/models/{model_id:path}/spent")
     def spent(model_id: str) -> dict:
         return {"model_id": model_id, "spent": platform.spent(model_id)}
+
+    @app.get("/v1/models/{model_id:path}/trace-order")
+    def trace_order(model_id: str) -> dict:
+        return {"model_id": model_id, "order": platform.trace_order(model_id)}
 
     @app.post("/v1/proofs")
     def proofs(submission: ProofSubmission) -> dict:

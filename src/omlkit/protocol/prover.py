@@ -37,6 +37,25 @@ def choose_keys(
     return left
 
 
+def next_in_order(fp_set: FingerprintSet, reveal: RevealFile, order: list[int], count: int | None
+                  ) -> list[Fingerprint]:
+    """The first ``count`` (all if None) ids of the platform's trace ``order``, as fingerprints: the keys
+    a traced proof must reveal. Refuses a model without copies and a reveal file that cannot open them."""
+    if reveal.fingerprints_sha256 != fp_set.content_hash():
+        raise ProtocolError(
+            "reveal file: it was written for another fingerprint file (fingerprints_sha256 differs)"
+        )
+    if not order:
+        raise ProtocolError(f"model {reveal.model_id!r}: no pool keys left to trace, or no copies registered")
+    by_id = {fp.id: fp for fp in fp_set.fingerprints}
+    chosen = order[:count] if count is not None else order
+    missing = [i for i in chosen if i not in by_id or i not in reveal.salts]
+    if missing:
+        raise ProtocolError(f"fingerprint {missing[0]} of the trace order is not in the fingerprint or "
+                            "reveal file")
+    return [by_id[i] for i in chosen]
+
+
 def open_proofs(fingerprints: list[Fingerprint], reveal: RevealFile) -> list[Proof]:
     """Each fingerprint opened by its salt: what the verifier checks against the commitment."""
     return [
@@ -59,7 +78,9 @@ def prove(config: ProveConfig, *, client: PlatformClient | None = None) -> Verif
     client = client or PlatformClient(config.platform)
     try:
         platform_address = client.address()
-        chosen = choose_keys(fp_set, reveal, client.spent(reveal.model_id), config.count, config.seed)
+        chosen = (next_in_order(fp_set, reveal, client.trace_order(reveal.model_id), config.count)
+                  if config.trace else
+                  choose_keys(fp_set, reveal, client.spent(reveal.model_id), config.count, config.seed))
         submission = ProofSubmission(
             host=host, model_id=reveal.model_id, proofs=open_proofs(chosen, reveal), chat=config.chat,
             max_new_tokens=config.max_new_tokens,

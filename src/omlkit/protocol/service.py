@@ -12,6 +12,7 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from omlkit.protocol.copies import store_copies, unspent_order
 from omlkit.protocol.identity import Identity, normalize_address
 from omlkit.protocol.ledger import CommitmentRow, HostRow, Ledger, ModelRow, PermissionRow, ViolationRow
 from omlkit.protocol.messages import (
@@ -59,7 +60,8 @@ class Platform:
             with self.ledger.write() as session:
                 if session.get(ModelRow, request.model_id) is not None:
                     raise Conflict(f"model {request.model_id!r} is already registered")
-                session.add(ModelRow(model_id=request.model_id, match=request.match, created_at=now))
+                model = ModelRow(model_id=request.model_id, match=request.match, created_at=now)
+                session.add(model)
                 session.flush()
                 session.add_all(
                     [
@@ -72,12 +74,16 @@ class Platform:
                         for c in request.commitments
                     ]
                 )
+                if request.copies is not None:
+                    session.flush()  # the commitments before the copies that name them
+                    store_copies(session, model, request.copies)
         except IntegrityError:
             raise Conflict(f"model {request.model_id!r} is already registered") from None
         return {
             "model_id": request.model_id,
             "fingerprints": len(request.commitments),
             "match": request.match,
+            "copies": len(request.copies.copies) if request.copies else 0,
         }
 
     def register_host(self, request: RegisterHost) -> dict:
@@ -177,6 +183,15 @@ class Platform:
                     .order_by(CommitmentRow.fingerprint_id)
                 )
             )
+
+    def trace_order(self, model_id: str) -> list[int]:
+        """Pool ids of a distributed model not yet spent, in the order a traced proof must reveal them
+        (empty for a model without copies); NotFound for an unknown model."""
+        with self.ledger.read() as session:
+            model = session.get(ModelRow, model_id)
+            if model is None:
+                raise NotFound(f"model {model_id!r} is not registered")
+            return unspent_order(session, model)
 
     def submit_proofs(self, submission: ProofSubmission) -> dict:
         """Verify a proof submission (see ``verifier``); returns the signed report as JSON-ready dict."""

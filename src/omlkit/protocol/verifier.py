@@ -14,8 +14,10 @@ For one proof submission (one host, one model, several revealed keys) the verifi
 4. matches the observed answers on the *unpermitted* keys against the revealed responses
    (``omlkit.fingerprints.matching``) and runs the ownership test over their null rates
    (``omlkit.verification.ownership``): a p-value below alpha is a violation;
-5. marks every key spent and stores a platform-signed report (and violation record) naming the
-   endpoint it observed (:func:`record_outcome`).
+5. for a model distributed as per-host copies, traces a violation to the copies it came from when the
+   pool keys were revealed in the platform's order (:mod:`omlkit.protocol.copies`);
+6. marks every key spent and stores a platform-signed report (and violation record) naming the
+   endpoint it observed and the copies traced (:func:`record_outcome`).
 
 No ledger transaction is open while the host is asked: a compliant host's proxy needs the platform to
 issue permissions for the verifier's own queries.
@@ -31,6 +33,7 @@ from sqlalchemy import select
 
 from omlkit.fingerprints.matching import response_matches
 from omlkit.io import sha256_bytes
+from omlkit.protocol.copies import trace_violation
 from omlkit.protocol.identity import Identity, normalize_address
 from omlkit.protocol.ledger import (
     CommitmentRow,
@@ -221,9 +224,12 @@ def record_outcome(
                       endpoint=opened.host.endpoint, timestamp=now, p_value=verdict.p_value, alpha=alpha)
         violation = None
         if verdict.owned:
+            traced = trace_violation(session, session.get(ModelRow, model_id),
+                                     [p.fingerprint_id for p in submission.proofs],
+                                     [o.fingerprint_id for o in unpermitted if o.matched], alpha)
             violation = _signed(ViolationRecord, identity, dict(
                 kind="oml.violation/1", id=new_record_id(), match=opened.match, checked=len(unpermitted),
-                matched=matched, keys=[o for o in unpermitted if o.matched], **common,
+                matched=matched, keys=[o for o in unpermitted if o.matched], traced=traced, **common,
             ))
         report = _signed(VerificationReport, identity, dict(
             kind="oml.verification/1", id=new_record_id(), outcome=outcome, checked=len(outcomes),
