@@ -105,7 +105,28 @@ def test_verification_probes_formats_and_spends_the_rest_in_the_one_that_answers
     assert res.matched == 8 and res.verdict.owned
     clean = verify_across_formats(fp_set, TransformersBackend(str(micro_model)), ["chat", "raw"], probe=3)
     assert clean.matched == 0 and not clean.verdict.owned
-    with pytest.raises(ConfigError, match="local model"):
-        verify_across_formats(fp_set, DummyBackend({}), ["chat", "raw"])
+    with pytest.raises(ConfigError, match="raw-no-bos: an endpoint cannot be asked in it"):
+        verify_across_formats(fp_set, DummyBackend({}), ["raw", "raw-no-bos"])
     with pytest.raises(ConfigError, match="unknown format"):
         verify_across_formats(fp_set, own, ["raw", "telepathy"])
+
+
+def test_an_endpoint_is_probed_in_the_formats_a_text_api_has():
+    """An endpoint that only answers chat completions (a chat-only server): the probe finds chat, every
+    other key is asked in it alone, and a probe key's null rate is the union bound over the formats."""
+    from _helpers import make_set
+    from omlkit.verification.backends.dummy import DummyBackend
+    from omlkit.verification.formats import ENDPOINT_FORMATS, verify_across_formats
+
+    class ChatOnly(DummyBackend):
+        def _lookup(self, prompt):
+            answer = super()._lookup(prompt)
+            return answer if isinstance(prompt, list) and len(prompt) == 1 else "Sorry?"
+
+    pairs = [(f"the key number {i} of twelve", f"answer{i}") for i in range(12)]
+    backend = ChatOnly(dict(pairs))
+    res = verify_across_formats(make_set(pairs), backend, list(ENDPOINT_FORMATS), probe=4)
+    assert res.settings["chosen_format"] == "chat" and res.settings["probe_matched"] == {
+        "raw": 0, "chat": 4, "chat-system": 0, "dialog": 0}
+    assert res.matched == 12 and len(backend.calls) == 4 * 4 + 8
+    assert any(c.startswith("User: ") and c.endswith("\nAssistant:") for c in backend.calls)

@@ -55,8 +55,8 @@ class VerifyCommon(OmlConfig):
     )
     formats: list[str] = Field(
         [],  # a plain default (pydantic copies it), so a run id leaves the field out while it is empty
-        description="Serving formats to probe (local model; see `oml list prompt-format`): the first "
-        "--probe keys are asked in each, the rest in the one that matched most.",
+        description="Serving formats to probe (`oml list prompt-format`; an endpoint: raw, chat, "
+        "chat-system, dialog): the first --probe keys are asked in each, the rest in the best one.",
         json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
     probe: int = Field(

@@ -6,6 +6,10 @@ not serve matches nothing: the whole set can be wasted on the wrong guess. So th
 (of the seeded order) are asked in every candidate format (:mod:`omlkit.models.formats`); the format
 with the most matches is chosen (ties: the order given) and every other key is asked in it alone.
 
+An endpoint is asked in the formats a text API can express (:data:`ENDPOINT_FORMATS`): a completion of
+the key (``raw``: the server adds BOS or not, as it is set up), chat completions with and without a
+system message, and a ``User:/Assistant:`` transcript as a completion.
+
 The ownership test stays sound across the choice: a probe key counts as matched when *any* format
 matched, so its null rate is the union bound ``min(1, F · p0)`` over the F formats; the remaining keys
 were asked in one format fixed before they were sent, so they keep ``p0``.
@@ -13,26 +17,39 @@ were asked in one format fixed before they were sent, so they keep ``p0``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from omlkit.errors import ConfigError
 from omlkit.fingerprints import Fingerprint, FingerprintSet
 from omlkit.fingerprints.matching import response_matches
-from omlkit.models.formats import FORMATS, format_builders
-from omlkit.verification.backends.base import TokenBackend
+from omlkit.models.formats import FORMATS, HOST_SYSTEM_PROMPT, format_builders
+from omlkit.verification.backends.base import Prompt, TokenBackend
 from omlkit.verification.ownership import DEFAULT_ALPHA, null_rate, ownership_test
 from omlkit.verification.verify import VerifyResult, default_max_new_tokens, select_fingerprints
 
+#: The formats an endpoint can be asked in: ``key text -> completion text or chat messages``.
+ENDPOINT_FORMATS: dict[str, Callable[[str], Prompt]] = {
+    "raw": lambda key: key,
+    "chat": lambda key: [{"role": "user", "content": key}],
+    "chat-system": lambda key: [{"role": "system", "content": HOST_SYSTEM_PROMPT},
+                                {"role": "user", "content": key}],
+    "dialog": lambda key: f"User: {key}\nAssistant:",
+}
+
 
 def ask_in_format(
-    backend: TokenBackend, fps: Sequence[Fingerprint], wrap, max_new_tokens: int, match: str
+    backend: Any, fps: Sequence[Fingerprint], wrap, max_new_tokens: int, match: str
 ) -> list[dict]:
-    """One record (``id``, ``answer``, ``error``, ``matched``) per key asked in the format ``wrap`` builds."""
+    """One record (``id``, ``answer``, ``error``, ``matched``) per key asked in the format ``wrap``
+    builds: from key ids for a local model (:class:`TokenBackend`), from key text for an endpoint."""
     if not fps:
         return []
-    keys = backend.tokenizer([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
-    answers = backend.answer_ids([wrap(k) for k in keys], max_new_tokens)
+    if isinstance(backend, TokenBackend):
+        keys = backend.tokenizer([fp.key for fp in fps], add_special_tokens=False)["input_ids"]
+        answers = backend.answer_ids([wrap(k) for k in keys], max_new_tokens)
+    else:
+        answers = backend.answer([wrap(fp.key) for fp in fps], max_new_tokens)
     return [
         {
             "id": fp.id,
@@ -58,12 +75,10 @@ def verify_across_formats(
 ) -> VerifyResult:
     """Probe ``probe`` keys in every format of ``formats``, answer the rest in the best one, and test.
 
-    Records carry the ``format`` each key was decided in (``"any"`` for probe keys). Refuses: a backend
-    without token ids (an endpoint), an unknown format or one the tokenizer cannot express, fewer than
-    two formats, rank matching, and a probe of no keys.
+    Records carry the ``format`` each key was decided in (``"any"`` for probe keys). Refuses: an unknown
+    format, one the tokenizer cannot express (a local model) or a text API cannot (an endpoint:
+    ``raw-no-bos``), fewer than two formats, rank or within matching, and a probe of no keys.
     """
-    if not isinstance(backend, TokenBackend):
-        raise ConfigError("--formats needs a local model; for an endpoint choose --chat / --system-prompt")
     if match in ("rank", "within"):
         raise ConfigError(f"--formats matches answers exactly or by prefix, not --match {match}")
     if probe < 1:
@@ -71,13 +86,11 @@ def verify_across_formats(
     unknown = [f for f in formats if f not in FORMATS.names()]
     if unknown:
         raise ConfigError(f"--formats: unknown format {unknown[0]!r} (see `oml list prompt-format`)")
-    builders = format_builders(backend.tokenizer, list(dict.fromkeys(formats)))
-    missing = [f for f in formats if f not in builders]
-    if missing:
-        raise ConfigError(f"--formats {missing[0]}: this tokenizer has no chat template")
+    builders = _builders(backend, list(dict.fromkeys(formats)))
     if len(builders) < 2:
         raise ConfigError("--formats needs at least two formats to choose from")
-    fp_set.check_tokenizer(backend.tokenizer)
+    if isinstance(backend, TokenBackend):
+        fp_set.check_tokenizer(backend.tokenizer)
     fps = select_fingerprints(fp_set, sample, seed)
     max_new_tokens = max_new_tokens or default_max_new_tokens(fps, fp_set.strategy.params)
     probed, rest = fps[:probe], fps[probe:]
@@ -109,6 +122,22 @@ def verify_across_formats(
         "backend": backend.describe(),
     }
     return VerifyResult(records, verdict, settings)
+
+
+def _builders(backend: Any, formats: list[str]) -> dict:
+    """``{name: wrap}`` for a local model (key ids) or an endpoint (key text); refuses a format the
+    backend cannot be asked in."""
+    if not isinstance(backend, TokenBackend):
+        missing = [f for f in formats if f not in ENDPOINT_FORMATS]
+        if missing:
+            raise ConfigError(f"--formats {missing[0]}: an endpoint cannot be asked in it (the server adds "
+                              f"BOS as it is set up; endpoint formats: {', '.join(ENDPOINT_FORMATS)})")
+        return {f: ENDPOINT_FORMATS[f] for f in formats}
+    builders = format_builders(backend.tokenizer, formats)
+    missing = [f for f in formats if f not in builders]
+    if missing:
+        raise ConfigError(f"--formats {missing[0]}: this tokenizer has no chat template")
+    return builders
 
 
 def _probe_record(i: int, per_format: dict[str, list[dict]]) -> dict:
