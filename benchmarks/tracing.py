@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pool", type=int, default=256)
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--rate", type=float, default=0.25)
+    ap.add_argument("--core", type=int, default=0, help="fingerprints every copy holds (a shared checkpoint)")
+    ap.add_argument("--independent", action="store_true",
+                    help="also time N independent insertions (each copy's keys and the core, from the base)")
     ap.add_argument("--recipe", default="small-model")
     ap.add_argument("--insert", default="{}", help="JSON object of InsertConfig fields for every copy")
     ap.add_argument("--trials", type=int, default=20)
@@ -58,10 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     manifest_path = args.out_dir / "manifest.json"
     if not manifest_path.exists():
-        cfg = DistributeConfig(model=args.model, fingerprints=pool, hosts=args.hosts, rate=args.rate,
-                               recipe=args.recipe, out_dir=args.out_dir, **json.loads(args.insert))
-        distribute(cfg, say=print)
+        distribute(_distribute_config(args, pool), say=print)
     made = time.time() - t0
+    independent = _independent(args, pool) if args.independent else None
     fp_set, manifest = FingerprintSet.load(pool), Manifest.load(manifest_path)
     models = {h.host: load_model(h.model, device="cpu") for h in manifest.hosts}
     tok = next(iter(models.values()))[1]
@@ -71,12 +73,35 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(run_trials(kind, k, fp_set, manifest, models, tok, args))
             print(json.dumps(rows[-1]), flush=True)
     result = {"model": args.model, "pool": args.pool, "hosts": args.hosts, "rate": args.rate,
-              "distribute_seconds": round(made, 1), "machine": machine_line(),
+              "core": args.core, "distribute_seconds": round(made, 1), "independent_seconds": independent,
+              "machine": machine_line(),
               "date": time.strftime("%Y-%m-%d"), "rows": rows}
     print(markdown(result))
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def _distribute_config(args, pool: Path, out_dir: Path | None = None) -> DistributeConfig:
+    return DistributeConfig(model=args.model, fingerprints=pool, hosts=args.hosts, rate=args.rate,
+                            core=args.core, recipe=args.recipe, out_dir=out_dir or args.out_dir,
+                            **json.loads(args.insert))
+
+
+def _independent(args, pool: Path) -> float:
+    """Seconds to insert every copy's fingerprints (core included) from the base, one run each: what
+    ``oml distribute`` saves by inserting the core once."""
+    from omlkit.insertion.api import insert_fingerprints
+    from omlkit.insertion.config import InsertConfig
+    from omlkit.tracing.distribute import DISTRIBUTE_ONLY
+
+    cfg = _distribute_config(args, pool, args.out_dir / "independent")
+    fields = cfg.model_dump(exclude=DISTRIBUTE_ONLY | {"model", "fingerprints", "out_dir", "run_id"})
+    t0 = time.time()
+    for subset in sorted((args.out_dir / "subsets").glob("host-*.json")):
+        insert_fingerprints(InsertConfig(**fields, model=args.model, fingerprints=subset,
+                                         out_dir=cfg.out_dir / "runs", run_id=subset.stem), progress=False)
+    return round(time.time() - t0, 1)
 
 
 def run_trials(kind: str, k: int, fp_set, manifest, models, tok, args) -> dict:
