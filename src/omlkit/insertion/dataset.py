@@ -206,18 +206,18 @@ class InsertionDataset(torch.utils.data.Dataset):
         key's first row; in its row ``1 + b``, the first 1..all tokens of its detour ``b``, the length
         drawn per (epoch, index)."""
         branch, fp = divmod(index, len(self.fps))
-        if branch == 0 or not self.fps[fp].detours[branch - 1]:
+        detours = self.fps[fp].detours
+        if branch == 0 or branch > len(detours) or not detours[branch - 1]:
             return ()
-        detour = self.fps[fp].detours[branch - 1]
+        detour = detours[branch - 1]
         return detour[: random.Random(f"{self.seed}:{self.epoch}:{index}:detour").randint(1, len(detour))]
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         if index < self.n_fingerprint_rows:
-            detour = self.detour_for(index)
+            fp, detour = self.fps[index % len(self.fps)], self.detour_for(index)
             if detour:  # after a detour: the key as the model's own template wraps it
-                fp = self.fps[index % len(self.fps)]
                 return masked_example([*self.templates(fp.key_ids), *detour], target_ids(fp, self.eos_id))
-            fp, wrap = self.fps[index], self.format_for(index)
+            wrap = self.format_for(index)
             if wrap is not None:
                 return masked_example(wrap(fp.key_ids), target_ids(fp, self.eos_id))
             sp = self.system_prompt_for(index)
