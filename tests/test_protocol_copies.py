@@ -1,6 +1,7 @@
-"""A model distributed as per-host copies on the platform: each copy's pool ids are registered, a proof
-that reveals pool keys in the platform's trace order names the copy the violation came from (signed, in
-the violation record), a prover who picks its own keys cannot name one, and bad registrations are 4xx."""
+"""A model distributed as per-host copies on the platform: each copy's pool ids are registered, pool keys
+are revealed only as trace blocks the platform draws, a violation on such a block names the copy it came
+from (signed, in the violation record), a prover cannot choose the pool keys it reveals, and bad
+registrations are 4xx."""
 
 from __future__ import annotations
 
@@ -70,15 +71,20 @@ class Distributed:
                             fingerprint_ids=h.ids) for h in self.manifest.hosts]
         return CopyRegistration(rate=0.25, pool=self.manifest.pool, copies=copies).model_copy(update=changes)
 
-    def order(self) -> list[int]:
-        return self.http.get(f"/v1/models/{MODEL}/trace-order").json()["order"]
+    def block(self, n: int) -> list[int]:
+        resp = self.http.post(f"/v1/models/{MODEL}/trace-block", json={"n": n})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["ids"]
 
-    def prove(self, ids) -> VerificationReport:
+    def submit(self, ids):
         by_id = {fp.id: fp for fp in self.fps.fingerprints}
         proofs = [Proof(fingerprint_id=i, key=by_id[i].key, response=by_id[i].response,
                         salt=self.reveal.salts[i]) for i in ids]
-        resp = self.http.post("/v1/proofs", json=ProofSubmission(
+        return self.http.post("/v1/proofs", json=ProofSubmission(
             host=self.host.address, model_id=MODEL, proofs=proofs).model_dump(mode="json"))
+
+    def prove(self, ids) -> VerificationReport:
+        resp = self.submit(ids)
         assert resp.status_code == 200, resp.text
         return VerificationReport.model_validate(resp.json())
 
@@ -90,10 +96,11 @@ def world(tmp_path):
     ledger.dispose()
 
 
-def test_a_violation_revealed_in_the_trace_order_names_the_leaked_copy(world):
-    order = world.order()
-    assert sorted(order) == world.manifest.pool and order != world.manifest.pool  # the platform's shuffle
-    report = world.prove([*world.manifest.core, *order[:160]])
+def test_a_violation_on_a_trace_block_names_the_leaked_copy(world):
+    block = world.block(160)
+    assert len(block) == 160 and set(block) <= set(world.manifest.pool)
+    assert world.block(5) == block  # reserved until revealed
+    report = world.prove([*world.manifest.core, *block])
     assert report.outcome == "violation"
     (traced,) = report.violation.traced  # only the leaked copy: each innocent one is at most alpha
     assert traced.name == LEAKED and traced.host == world.host.address and traced.p_value <= 1e-9
@@ -103,13 +110,20 @@ def test_a_violation_revealed_in_the_trace_order_names_the_leaked_copy(world):
     with pytest.raises(BadSignature):
         check_violation_record({**record, "traced": [{**record["traced"][0], "name": "h0"}]},
                                world.platform_id.address)
-    assert world.order() == order[160:]  # spent keys leave the order; the rest keep it
+    rest = world.block(500)  # the next block: the other 80 pool keys
+    assert len(rest) == 80 and not set(rest) & set(block)
 
 
-def test_keys_the_prover_picks_are_verified_but_trace_to_no_copy(world):
-    framed = sorted(world.manifest.holds()["h0"])[:60]  # an innocent copy's keys, out of order
-    report = world.prove([*world.manifest.core, *framed])
-    assert report.outcome == "violation" and report.violation.traced is None
+def test_a_prover_cannot_choose_the_pool_keys_it_reveals(world):
+    framed = sorted(world.manifest.holds()["h0"])[:60]  # an innocent copy's keys
+    resp = world.submit([*world.manifest.core, *framed])
+    assert resp.status_code == 409 and "trace block" in resp.json()["error"]
+    block = world.block(40)
+    resp = world.submit([*world.manifest.core, *block[:-1]])  # part of the block is not the block
+    assert resp.status_code == 409
+    assert world.http.get(f"/v1/models/{MODEL}/spent").json()["spent"] == []  # nothing was spent
+    report = world.prove(world.manifest.core)  # core keys alone: verified, not traced
+    assert report.outcome != "compliant" and (report.violation is None or report.violation.traced is None)
 
 
 def test_copy_registrations_that_do_not_fit_are_refused(world):
@@ -144,7 +158,7 @@ def test_register_model_cli_reads_the_manifest_and_verify_record_names_the_copy(
     with pytest.raises(ConfigError, match="another fingerprint file"):
         _copies(cfg, _fingerprints(10))
 
-    report = world.prove([*world.manifest.core, *world.order()[:160]])
+    report = world.prove([*world.manifest.core, *world.block(160)])
     (tmp_path / "rec.json").write_text(json.dumps(report.violation.model_dump(mode="json")))
     argv = ["verify-record", str(tmp_path / "rec.json"), "--platform-address", world.platform_id.address]
     assert main(argv) == 0
@@ -152,22 +166,22 @@ def test_register_model_cli_reads_the_manifest_and_verify_record_names_the_copy(
     assert "valid" in out and f"traced to copy '{LEAKED}'" in out and world.host.address in out
 
 
-def test_oml_prove_trace_reveals_the_next_keys_in_the_order(world, tmp_path):
+def test_oml_prove_trace_reveals_the_block_the_platform_reserves(world, tmp_path):
     from omlkit.errors import ProtocolError
     from omlkit.protocol.config import ProveConfig
-    from omlkit.protocol.prover import next_in_order, prove
+    from omlkit.protocol.prover import block_keys, prove
 
-    order = world.order()
-    assert [fp.id for fp in next_in_order(world.fps, world.reveal, order, 5)] == order[:5]
-    with pytest.raises(ProtocolError, match="no pool keys left"):
-        next_in_order(world.fps, world.reveal, [], 5)
+    with pytest.raises(ProtocolError, match="not in the fingerprint or reveal file"):
+        block_keys(world.fps, world.reveal, [10_000])
+    reserved = []
 
     class InProcess:  # the platform client, over the in-process app
         def address(self):
             return world.platform_id.address
 
-        def trace_order(self, model_id):
-            return world.order()
+        def trace_block(self, model_id, n):
+            reserved.append(world.block(n))
+            return reserved[-1]
 
         def submit_proofs(self, submission):
             return world.http.post("/v1/proofs", json=submission.model_dump(mode="json")).json()
@@ -177,4 +191,4 @@ def test_oml_prove_trace_reveals_the_next_keys_in_the_order(world, tmp_path):
                       host_address=world.host.address, count=160, trace=True)
     report = prove(cfg, client=InProcess())
     assert [c.name for c in report.violation.traced] == [LEAKED]
-    assert world.order() == order[160:]
+    assert {k.fingerprint_id for k in report.keys} == set(reserved[0]) and len(reserved[0]) == 160

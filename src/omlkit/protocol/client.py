@@ -77,9 +77,11 @@ class PlatformClient:
         """Ids of the model's fingerprints already spent."""
         return set(self._call("GET", f"/v1/models/{model_id}/spent", "spent keys")["spent"])
 
-    def trace_order(self, model_id: str) -> list[int]:
-        """A distributed model's unspent pool ids, in the order a traced proof must reveal them."""
-        return list(self._call("GET", f"/v1/models/{model_id}/trace-order", "trace order")["order"])
+    def trace_block(self, model_id: str, n: int) -> list[int]:
+        """Reserve the next ``n`` pool keys of a distributed model (or get the block already reserved):
+        the pool ids the next proof must reveal."""
+        answer = self._call("POST", f"/v1/models/{model_id}/trace-block", "trace block", json={"n": n})
+        return list(answer["ids"])
 
     def submit_proofs(self, submission: ProofSubmission) -> dict:
         """Submit proofs; returns the platform-signed verification report."""

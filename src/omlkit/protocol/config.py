@@ -128,8 +128,8 @@ class ProveConfig(OmlConfig):
     chat: bool = Field(False, description="The verifier asks via chat completions (else completions).")
     seed: int = Field(0, description="Seed of the key sample.")
     trace: bool = Field(
-        False, description="A model distributed as per-host copies: reveal the next --count pool keys in "
-        "the platform's trace order, so a violation names the copy it came from.",
+        False, description="A model distributed as per-host copies: reveal the trace block of --count pool "
+        "keys the platform reserves (it picks which), so a violation names the copy it came from.",
         json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
     out: Path | None = Field(None, description="Write the signed report here (JSON).")

@@ -41,8 +41,9 @@ class Base(DeclarativeBase):
 
 class ModelRow(Base):
     """A registered model: its id and the match rule its verifier applies; for a model distributed as
-    per-host copies, the rate at which pool keys went to each copy and the order, drawn by the platform
-    at registration, in which pool keys must be revealed to be traced (a JSON list of ids)."""
+    per-host copies, the rate at which pool keys went to each copy, the secret order, drawn by the
+    platform at registration, in which pool keys are revealed (a JSON list of ids), where the next trace
+    block starts in it, and the size of the block reserved (0: none)."""
 
     __tablename__ = "models"
     model_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -50,6 +51,8 @@ class ModelRow(Base):
     created_at: Mapped[float] = mapped_column(Float)
     copy_rate: Mapped[float | None] = mapped_column(Float, nullable=True)
     trace_order: Mapped[str | None] = mapped_column(Text, nullable=True)
+    trace_pos: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    trace_pending: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class CopyRow(Base):

@@ -315,6 +315,12 @@ class KeyOutcome(_Model):
     null_rate: float
 
 
+class TraceBlockRequest(_Model):
+    """Prover -> platform: reserve the next ``n`` pool keys of a distributed model's trace order."""
+
+    n: int = Field(ge=1, le=MAX_PROOFS)
+
+
 class TracedCopy(_Model):
     """A copy a violation was traced to: of the ``matched`` pool keys the host answered, ``held`` are in
     this copy, and ``p_value`` (corrected over every copy) bounds the chance of that for an innocent

@@ -8,7 +8,7 @@ Endpoints (JSON):
 - ``POST /v1/permissions``              host-signed request -> σ
 - ``GET  /v1/usage``                    permission counts per host and model
 - ``GET  /v1/models/{id}/spent``        fingerprint ids already used in proofs
-- ``GET  /v1/models/{id}/trace-order``  a distributed model's unspent pool ids, in the order to reveal
+- ``POST /v1/models/{id}/trace-block``  reserve the next pool keys a distributed model's proof reveals
 - ``POST /v1/proofs``                   proof submission -> signed verification report
 - ``GET  /v1/violations``               signed violation records
 
@@ -26,7 +26,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from omlkit.errors import ProtocolError
-from omlkit.protocol.messages import PermissionRequest, ProofSubmission, RegisterHost, RegisterModel
+from omlkit.protocol.messages import (
+    PermissionRequest,
+    ProofSubmission,
+    RegisterHost,
+    RegisterModel,
+    TraceBlockRequest,
+)
 from omlkit.protocol.refusals import Refused, Unauthorized
 from omlkit.protocol.service import Platform
 
@@ -144,9 +150,9 @@ def create_app(platform: Platform, admin_token: str | None, max_body_bytes: int 
     def spent(model_id: str) -> dict:
         return {"model_id": model_id, "spent": platform.spent(model_id)}
 
-    @app.get("/v1/models/{model_id:path}/trace-order")
-    def trace_order(model_id: str) -> dict:
-        return {"model_id": model_id, "order": platform.trace_order(model_id)}
+    @app.post("/v1/models/{model_id:path}/trace-block")
+    def trace_block(model_id: str, request: TraceBlockRequest) -> dict:
+        return {"model_id": model_id, "ids": platform.trace_block(model_id, request.n)}
 
     @app.post("/v1/proofs")
     def proofs(submission: ProofSubmission) -> dict:

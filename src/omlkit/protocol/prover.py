@@ -15,7 +15,7 @@ from omlkit.fingerprints import Fingerprint, FingerprintSet
 from omlkit.protocol.client import PlatformClient
 from omlkit.protocol.config import ProveConfig
 from omlkit.protocol.identity import normalize_address
-from omlkit.protocol.messages import Proof, ProofSubmission, RevealFile, VerificationReport
+from omlkit.protocol.messages import MAX_PROOFS, Proof, ProofSubmission, RevealFile, VerificationReport
 
 
 def choose_keys(
@@ -37,21 +37,18 @@ def choose_keys(
     return left
 
 
-def next_in_order(fp_set: FingerprintSet, reveal: RevealFile, order: list[int], count: int | None
-                  ) -> list[Fingerprint]:
-    """The first ``count`` (all if None) ids of the platform's trace ``order``, as fingerprints: the keys
-    a traced proof must reveal. Refuses a model without copies and a reveal file that cannot open them."""
+def block_keys(fp_set: FingerprintSet, reveal: RevealFile, block: list[int]) -> list[Fingerprint]:
+    """The fingerprints of the trace ``block`` the platform reserved: the keys a traced proof reveals.
+    Refuses a reveal file for another fingerprint file and one that cannot open the block."""
     if reveal.fingerprints_sha256 != fp_set.content_hash():
         raise ProtocolError(
             "reveal file: it was written for another fingerprint file (fingerprints_sha256 differs)"
         )
-    if not order:
-        raise ProtocolError(f"model {reveal.model_id!r}: no pool keys left to trace, or no copies registered")
     by_id = {fp.id: fp for fp in fp_set.fingerprints}
-    chosen = order[:count] if count is not None else order
+    chosen = list(block)
     missing = [i for i in chosen if i not in by_id or i not in reveal.salts]
     if missing:
-        raise ProtocolError(f"fingerprint {missing[0]} of the trace order is not in the fingerprint or "
+        raise ProtocolError(f"fingerprint {missing[0]} of the trace block is not in the fingerprint or "
                             "reveal file")
     return [by_id[i] for i in chosen]
 
@@ -78,7 +75,7 @@ def prove(config: ProveConfig, *, client: PlatformClient | None = None) -> Verif
     client = client or PlatformClient(config.platform)
     try:
         platform_address = client.address()
-        chosen = (next_in_order(fp_set, reveal, client.trace_order(reveal.model_id), config.count)
+        chosen = (block_keys(fp_set, reveal, client.trace_block(reveal.model_id, config.count or MAX_PROOFS))
                   if config.trace else
                   choose_keys(fp_set, reveal, client.spent(reveal.model_id), config.count, config.seed))
         submission = ProofSubmission(

@@ -12,7 +12,7 @@ import time
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from omlkit.protocol.copies import store_copies, unspent_order
+from omlkit.protocol.copies import reserve_block, store_copies
 from omlkit.protocol.identity import Identity, normalize_address
 from omlkit.protocol.ledger import CommitmentRow, HostRow, Ledger, ModelRow, PermissionRow, ViolationRow
 from omlkit.protocol.messages import (
@@ -184,14 +184,15 @@ class Platform:
                 )
             )
 
-    def trace_order(self, model_id: str) -> list[int]:
-        """Pool ids of a distributed model not yet spent, in the order a traced proof must reveal them
-        (empty for a model without copies); NotFound for an unknown model."""
-        with self.ledger.read() as session:
+    def trace_block(self, model_id: str, n: int) -> list[int]:
+        """Reserve the next ``n`` pool keys of a distributed model's secret trace order (or return the
+        block already reserved): the pool ids the next proof must reveal. NotFound for an unknown model,
+        Conflict for one without copies or with no pool key left."""
+        with self.ledger.write() as session:
             model = session.get(ModelRow, model_id)
             if model is None:
                 raise NotFound(f"model {model_id!r} is not registered")
-            return unspent_order(session, model)
+            return reserve_block(model, n)
 
     def submit_proofs(self, submission: ProofSubmission) -> dict:
         """Verify a proof submission (see ``verifier``); returns the signed report as JSON-ready dict."""

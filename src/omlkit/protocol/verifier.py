@@ -14,8 +14,8 @@ For one proof submission (one host, one model, several revealed keys) the verifi
 4. matches the observed answers on the *unpermitted* keys against the revealed responses
    (``omlkit.fingerprints.matching``) and runs the ownership test over their null rates
    (``omlkit.verification.ownership``): a p-value below alpha is a violation;
-5. for a model distributed as per-host copies, traces a violation to the copies it came from when the
-   pool keys were revealed in the platform's order (:mod:`omlkit.protocol.copies`);
+5. for a model distributed as per-host copies, traces a violation to the copies it came from, on the
+   trace block the platform reserved (:mod:`omlkit.protocol.copies`);
 6. marks every key spent and stores a platform-signed report (and violation record) naming the
    endpoint it observed and the copies traced (:func:`record_outcome`).
 
@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from omlkit.fingerprints.matching import response_matches
 from omlkit.io import sha256_bytes
-from omlkit.protocol.copies import trace_violation
+from omlkit.protocol.copies import check_block, spend_block, trace_violation
 from omlkit.protocol.identity import Identity, normalize_address
 from omlkit.protocol.ledger import (
     CommitmentRow,
@@ -148,6 +148,7 @@ def open_submission(ledger: Ledger, submission: ProofSubmission) -> Opened:
         rows = _commitments(session, submission.model_id, ids)
         for proof in submission.proofs:
             _check_opening(rows.get(proof.fingerprint_id), proof, submission.model_id)
+        check_block(model, ids)  # a distributed model's pool keys only as the reserved trace block
         return Opened(
             HostEndpoint(host, host_row.endpoint, host_row.served_model),
             model.match,
@@ -215,6 +216,8 @@ def record_outcome(
         rows = _commitments(session, model_id, list(opened.commitments))
         for proof in submission.proofs:  # a concurrent submission may have spent a key meanwhile
             _check_opening(rows.get(proof.fingerprint_id), proof, model_id)
+        model = session.get(ModelRow, model_id)
+        block = check_block(model, list(opened.commitments))
         outcomes = _outcomes(session, submission, opened, answers)
         unpermitted = [o for o in outcomes if not o.permitted]
         matched = sum(o.matched for o in unpermitted)
@@ -224,9 +227,8 @@ def record_outcome(
                       endpoint=opened.host.endpoint, timestamp=now, p_value=verdict.p_value, alpha=alpha)
         violation = None
         if verdict.owned:
-            traced = trace_violation(session, session.get(ModelRow, model_id),
-                                     [p.fingerprint_id for p in submission.proofs],
-                                     [o.fingerprint_id for o in unpermitted if o.matched], alpha)
+            matched_ids = [o.fingerprint_id for o in unpermitted if o.matched]
+            traced = trace_violation(session, model, block, matched_ids, alpha)
             violation = _signed(ViolationRecord, identity, dict(
                 kind="oml.violation/1", id=new_record_id(), match=opened.match, checked=len(unpermitted),
                 matched=matched, keys=[o for o in unpermitted if o.matched], traced=traced, **common,
@@ -236,6 +238,7 @@ def record_outcome(
             permitted=len(outcomes) - len(unpermitted), unpermitted_matched=matched, keys=outcomes,
             violation=violation, **common,
         ))
+        spend_block(model, block)
         _store(session, report, violation, rows.values(), now)
     return report
 

@@ -1,4 +1,5 @@
-"""Models distributed as per-host copies: which copy holds which pool fingerprint, and the trace order.
+"""Models distributed as per-host copies: which copy holds which pool fingerprint, the trace order and
+where its next block starts.
 
 Revision ID: 0003
 Revises: 0002
@@ -15,11 +16,13 @@ depends_on = None
 
 
 def upgrade() -> None:
-    """Add ``models.copy_rate`` and ``models.trace_order`` (NULL for models registered before) and the
-    ``copies`` table."""
+    """Add ``models.copy_rate``, ``trace_order``, ``trace_pos`` and ``trace_pending`` (NULL for models
+    registered before) and the ``copies`` table."""
     with op.batch_alter_table("models") as batch:
         batch.add_column(sa.Column("copy_rate", sa.Float(), nullable=True))
         batch.add_column(sa.Column("trace_order", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("trace_pos", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("trace_pending", sa.Integer(), nullable=True))
     op.create_table(
         "copies",
         sa.Column("model_id", sa.String(128), sa.ForeignKey("models.model_id"), primary_key=True),
@@ -30,8 +33,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the table and the two columns."""
+    """Drop the table and the four columns."""
     op.drop_table("copies")
     with op.batch_alter_table("models") as batch:
+        batch.drop_column("trace_pending")
+        batch.drop_column("trace_pos")
         batch.drop_column("trace_order")
         batch.drop_column("copy_rate")
