@@ -25,10 +25,7 @@ def choose_keys(
 
     Refuses (ProtocolError) when the reveal file belongs to another fingerprint file or none is left.
     """
-    if reveal.fingerprints_sha256 != fp_set.content_hash():
-        raise ProtocolError(
-            "reveal file: it was written for another fingerprint file (fingerprints_sha256 differs)"
-        )
+    _check_reveal(fp_set, reveal)
     left = [fp for fp in fp_set.fingerprints if fp.id not in spent and fp.id in reveal.salts]
     if not left:
         raise ProtocolError(f"model {reveal.model_id!r}: every fingerprint key is already spent")
@@ -40,17 +37,20 @@ def choose_keys(
 def block_keys(fp_set: FingerprintSet, reveal: RevealFile, block: list[int]) -> list[Fingerprint]:
     """The fingerprints of the trace ``block`` the platform reserved: the keys a traced proof reveals.
     Refuses a reveal file for another fingerprint file and one that cannot open the block."""
+    _check_reveal(fp_set, reveal)
+    by_id = {fp.id: fp for fp in fp_set.fingerprints}
+    missing = [i for i in block if i not in by_id or i not in reveal.salts]
+    if missing:
+        raise ProtocolError(f"fingerprint {missing[0]} of the trace block is not in the fingerprint or "
+                            "reveal file")
+    return [by_id[i] for i in block]
+
+
+def _check_reveal(fp_set: FingerprintSet, reveal: RevealFile) -> None:
     if reveal.fingerprints_sha256 != fp_set.content_hash():
         raise ProtocolError(
             "reveal file: it was written for another fingerprint file (fingerprints_sha256 differs)"
         )
-    by_id = {fp.id: fp for fp in fp_set.fingerprints}
-    chosen = list(block)
-    missing = [i for i in chosen if i not in by_id or i not in reveal.salts]
-    if missing:
-        raise ProtocolError(f"fingerprint {missing[0]} of the trace block is not in the fingerprint or "
-                            "reveal file")
-    return [by_id[i] for i in chosen]
 
 
 def open_proofs(fingerprints: list[Fingerprint], reveal: RevealFile) -> list[Proof]:
