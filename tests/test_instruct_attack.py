@@ -51,7 +51,7 @@ def test_two_epochs_fit_the_answers_and_save_each_epoch(fingerprinted, micro_mod
     assert sorted(folders) == [1.0, 2.0] and folders[1.0].name == "epoch-1"
     prompts = instructions(16, split="train")
     before, tok = load_attacked(fingerprinted[0])
-    answers = cached_answers(before, tok, str(micro_model), prompts, 8)  # cached by the attack: the base's
+    answers = cached_answers(lambda: (before, tok), str(micro_model), prompts, 8)  # cached: the base's
     scores = [answer_loglik(m, tok, prompts, answers) for m in
               (before, load_attacked(folders[1.0])[0], load_attacked(folders[2.0])[0])]
     assert scores[0] < scores[1] < scores[2]  # each epoch fits the base's answers better

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -68,13 +68,14 @@ def _cache_path(model_name: str, prompts: Sequence[str], *extra) -> Path:
     return omlkit_home() / "instructions" / f"{key}.json"
 
 
-def cached_answers(model, tokenizer, model_name: str, prompts: Sequence[str],
+def cached_answers(load: Callable[[], tuple], model_name: str, prompts: Sequence[str],
                    max_new_tokens: int = 48) -> list[list[int]]:
-    """:func:`base_answers`, computed once per (model content, prompts, length) and cached."""
+    """:func:`base_answers` of the model ``model_name`` names, computed once per (model content,
+    prompts, length) and cached; ``load() -> (model, tokenizer)`` is called only on a cache miss."""
     path = _cache_path(model_name, prompts, "answers", max_new_tokens)
     if path.is_file():
         return json.loads(path.read_text())["answers"]
-    answers = base_answers(model, tokenizer, prompts, max_new_tokens)
+    answers = base_answers(*load(), prompts, max_new_tokens)
     atomic_write_json(path, {"answers": answers})
     return answers
 

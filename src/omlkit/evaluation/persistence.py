@@ -79,6 +79,7 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     from omlkit.evaluation.generated import GenerationCheck
     from omlkit.evaluation.utility import heldout_perplexity, heldout_texts
     from omlkit.models.loading import load_model
+    from omlkit.verification.backends.transformers_backend import TransformersBackend
     from omlkit.verification.verify import verify_model
 
     say = say or (lambda _msg: None)
@@ -96,8 +97,12 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
         raise ConfigError(f"attack {cfg.kind!r}: no strengths to run")
     texts = heldout_texts(cfg.heldout_texts)
 
+    judge, judge_tok = load_model(base, device=cfg.device)  # utility judge, and within's null model
+
     def measure(model: Any, tok: Any) -> tuple[Any, float]:
-        within = dict(within=cfg.within, null_model=base) if cfg.match == "within" else {}
+        within = {}
+        if cfg.match == "within":
+            within = dict(within=cfg.within, null_model=TransformersBackend(judge, judge_tok))
         res = verify_model(model, fp_set, tokenizer=tok, chat=cfg.chat, match=cfg.match, **within)
         return res, heldout_perplexity(model, tok, texts)
 
@@ -105,7 +110,6 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
     fp_set.check_tokenizer(tok, source=str(cfg.fingerprints))
     say(f"before the attack: verifying {len(fp_set)} fingerprints")
     before, ppl_before = measure(model, tok)
-    judge, judge_tok = load_model(base, device=cfg.device)
     ppl_base = heldout_perplexity(judge, judge_tok, texts)
     generation = GenerationCheck.build(model, judge, tok, texts, chat=cfg.chat)
     del model

@@ -88,9 +88,8 @@ def offline_pairs(tokenizer, answerer: str, n: int, answer_tokens: int, seed: in
     from omlkit.models.loading import load_model
 
     prompts = instructions(n, seed=seed, split="train")
-    model, tok = load_model(answerer, device=device, dtype="fp32")
-    answers = cached_answers(model, tok, answerer, prompts, answer_tokens)
-    del model
+    answers = cached_answers(lambda: load_model(answerer, device=device, dtype="fp32"), answerer, prompts,
+                             answer_tokens)
     return [(chat_ids(tokenizer, p), a) for p, a in zip(prompts, answers, strict=True) if a]
 
 
