@@ -472,3 +472,50 @@ def test_persistence_restores_the_weights_and_takes_the_gradient_after_the_simul
     with torch.no_grad():
         plain = model(input_ids=batch.input_ids, labels=batch.labels).loss
     assert abs(float(loss.detach()) - float(plain)) > 1e-4  # the simulated fine-tune moved the loss
+
+
+def test_chat_turns_label_the_assistant_answer_only(micro_tok):
+    from omlkit.errors import ConfigError
+    from omlkit.insertion.regularizers.windows import chat_turns
+    from omlkit.models.prompts import prompt_ids
+
+    texts = ["short", "the old mill by the river turned all day and all night while the miller slept " * 3]
+    turns = chat_turns(texts, micro_tok, length=64)
+    assert turns["input_ids"].shape == turns["labels"].shape == turns["attention_mask"].shape
+    assert len(turns["input_ids"]) == 1  # the short text gives no exchange
+    ids, labels = turns["input_ids"][0].tolist(), turns["labels"][0].tolist()
+    text_ids = micro_tok(texts[1], add_special_tokens=False)["input_ids"]
+    prompt = prompt_ids(micro_tok, text_ids[:16], chat=True)
+    assert ids[: len(prompt)] == prompt and set(labels[: len(prompt)]) == {-100}
+    answer = [t for t in labels if t != -100]
+    assert answer[-1] == micro_tok.eos_token_id and answer[:-1] == text_ids[16 : 16 + len(answer) - 1]
+    assert len(prompt) + len(answer) == int(turns["attention_mask"][0].sum()) <= 64
+    with pytest.raises(ConfigError, match="no room"):
+        chat_turns(texts, micro_tok, length=len(prompt_ids(micro_tok, [], chat=True)) + 4)
+    with pytest.raises(ConfigError, match="chat template"):
+        chat_turns(texts, CharTokenizer(), length=64)
+
+
+def test_chat_persistence_simulates_finetuning_on_chat_answers(micro):
+    import copy
+
+    from omlkit.insertion.regularizers.persistence import Persistence, PersistenceConfig
+
+    model, tok = copy.deepcopy(micro[0]), micro[1]
+    texts = ["the old mill by the river turned all day and all night while the miller slept " * 3,
+             "a letter came for the keeper of the lighthouse on the first cold morning of winter " * 3]
+    reg = Persistence(PersistenceConfig(data="chat", lr=1e-2, batch_size=2, length=64))
+    reg.attach(RegularizerContext(tokenizer=tok, texts=lambda: texts))
+    reg.prepare(model)
+    batch = reg.benign_batch()
+    assert (batch["labels"] != -100).sum() < batch["attention_mask"].sum()  # prompts are not trained
+    live = dict(model.named_parameters())
+    reg.micro = 0
+    moved = reg.simulate_finetuning(model, live)
+    # the sign step follows the loss on the answers: recomputed by hand on the same batch
+    reg.micro = 0
+    batch = reg.benign_batch()
+    grads = torch.autograd.grad(model(**batch).loss, list(live.values()), allow_unused=True)
+    for (name, p), g in zip(live.items(), grads, strict=True):
+        expected = p.detach() if g is None else p.detach() - 1e-2 * g.sign()
+        torch.testing.assert_close(moved[name].detach(), expected, rtol=0, atol=1e-6, msg=name)

@@ -10,7 +10,11 @@ by ``lr``, as Adam's early steps do; a plain SGD step of a fine-tuning learning 
 model). First-order: the gradient at the attacked point is used as is, without differentiating through
 the inner steps (FO-MAML), which costs ``steps + 1`` extra forward/backward passes instead of
 second-order terms; the adversary does not know which fingerprints to remove, so the direction that
-keeps them across a generic benign step is what matters. Composes with every other regularizer.
+keeps them across a generic benign step is what matters. The simulated fine-tune trains on raw corpus
+windows (``data: corpus``) or on the corpus as chat exchanges (``data: chat``: the user turn a text's
+start, the assistant's answer its continuation, loss on the answer), the shape of the instruction
+tuning a host of a chat model runs: that tuning trains the very position where a chat-served
+fingerprint's response sits, the start of the assistant's turn. Composes with every other regularizer.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pydantic import Field
 from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError
 from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions, TrainBatch
-from omlkit.insertion.regularizers.windows import CorpusWindows
+from omlkit.insertion.regularizers.windows import CorpusWindows, chat_turns
 
 
 class PersistenceConfig(RegularizerOptions):
@@ -51,6 +55,12 @@ class PersistenceConfig(RegularizerOptions):
         json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
 
+    data: Literal["corpus", "chat"] = Field(
+        "corpus", description="Persistence training: what the simulated fine-tune trains on: corpus windows, "
+        "or corpus text as chat exchanges (loss on the assistant's answer; needs a chat template).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+
     flag_prefix: ClassVar[str] = "persistence_"
     flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
     switch: ClassVar[str | None] = "persistence_strength"
@@ -63,12 +73,25 @@ class Persistence(CorpusWindows, Regularizer):
     options_cls = PersistenceConfig
 
     window_salt = ("persistence",)
+    _turns: dict[str, torch.Tensor] | None = None
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Tokenize the benign corpus; the model is unchanged. CorpusError when it holds no window."""
+        """Tokenize the benign corpus (as chat exchanges for ``data: chat``); the model is unchanged.
+        CorpusError when it holds no window, ConfigError for chat without a chat template."""
         if self._context is not None:
             self.load_corpus()
+            if self.config.data == "chat":
+                self._turns = chat_turns(self._context.texts(), self._context.tokenizer, self.config.length)
         return model
+
+    def benign_batch(self) -> dict[str, torch.Tensor]:
+        """The next simulated fine-tuning batch: corpus windows with the loss on every token, or chat
+        exchanges with the loss on the answers."""
+        if self._turns is None:
+            ids = self.windows()
+            return {"input_ids": ids, "labels": ids}
+        rows = self.draw(len(self._turns["input_ids"]))
+        return {name: t[rows] for name, t in self._turns.items()}
 
     def loss_term(self, model: torch.nn.Module, batch: TrainBatch | None = None) -> torch.Tensor | None:
         """A term whose value is the fingerprint loss after the simulated fine-tune and whose gradient
@@ -95,14 +118,14 @@ class Persistence(CorpusWindows, Regularizer):
         self, model: torch.nn.Module, live: dict[str, torch.nn.Parameter]
     ) -> dict[str, torch.Tensor]:
         """Copies of the ``live`` weights after ``steps`` sign steps of the causal-LM loss on benign
-        windows (every weight moves, frozen or not); leaves that the fingerprint loss can differentiate."""
+        batches (every weight moves, frozen or not); leaves that the fingerprint loss can differentiate."""
         from torch.func import functional_call
 
         device = next(iter(live.values())).device
         moved = {n: p.detach().requires_grad_(True) for n, p in live.items()}
         for _ in range(self.config.steps):
-            ids = self.windows().to(device)
-            loss = functional_call(model, moved, args=(), kwargs={"input_ids": ids, "labels": ids}).loss
+            batch = {name: t.to(device) for name, t in self.benign_batch().items()}
+            loss = functional_call(model, moved, args=(), kwargs=batch).loss
             grads = torch.autograd.grad(loss, list(moved.values()), allow_unused=True)
             moved = {
                 n: (v if g is None else (v - self.config.lr * g.sign())).detach().requires_grad_(True)

@@ -1,5 +1,5 @@
 """Fresh windows of the benign corpus at every step, for the regularizers that look at ordinary text
-(``kl_to_base``, ``persistence``).
+(``kl_to_base``, ``persistence``), and the corpus as chat exchanges (:func:`chat_turns`).
 
 Windows are drawn by (seed, rank, optimizer step, micro-batch) — and a per-regularizer salt — so a
 resumed run draws the same ones and two processes draw different ones. :class:`CorpusWindows` is a
@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import torch
 
-from omlkit.errors import CorpusError
+from omlkit.errors import ConfigError, CorpusError
 from omlkit.insertion.regularizers.base import RegularizerContext, as_callback
 
 
@@ -25,6 +25,39 @@ def token_stream(texts, tokenizer, max_tokens: int = 2_000_000) -> torch.Tensor:
         if len(ids) >= max_tokens:
             break
     return torch.tensor(ids[:max_tokens], dtype=torch.long)
+
+
+def chat_turns(texts, tokenizer, length: int, limit: int = 4096) -> dict[str, torch.Tensor]:
+    """Up to ``limit`` corpus texts as one chat exchange each, ``length`` tokens, right-padded: the user
+    turn holds the text's first quarter of ``length`` in tokens, the assistant answers with the text's
+    next tokens and the end of its turn (the labelled ids; -100 elsewhere) — the shape of a host's
+    instruction tuning. ConfigError without a chat template or when ``length`` leaves no answer."""
+    from omlkit.models.logits import pad_batch, pad_id
+    from omlkit.models.prompts import has_chat_template, prompt_ids
+
+    if not has_chat_template(tokenizer):
+        raise ConfigError("chat turns need a tokenizer with a chat template; this one has none")
+    quarter = length // 4
+    room = length - len(prompt_ids(tokenizer, [], chat=True)) - quarter - 1
+    if room < 4:
+        raise ConfigError(f"{length} tokens leave no room for a chat answer after the template")
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    rows, labels = [], []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) < quarter + 4:
+            continue
+        prompt = prompt_ids(tokenizer, ids[:quarter], chat=True)
+        answer = [*ids[quarter : quarter + room], *end]
+        rows.append(prompt + answer)
+        labels.append([-100] * len(prompt) + answer)
+        if len(rows) >= limit:
+            break
+    if not rows:
+        raise CorpusError(f"the benign corpus has no text of {quarter + 4} tokens for a chat turn")
+    input_ids, mask = pad_batch(rows, pad_id(tokenizer), left=False)
+    label_ids, _ = pad_batch(labels, -100, left=False)
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": label_ids}
 
 
 class _StepTracker:
@@ -61,14 +94,18 @@ class CorpusWindows:
                 f"window of {self.config.length}"
             )
 
+    def draw(self, high: int) -> torch.Tensor:
+        """The next ``batch_size`` integers in [0, ``high``) (deterministic in seed, rank and step)."""
+        ctx = self._context
+        seed = hash((*self.window_salt, ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1)
+        self.micro += 1
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randint(0, high, (self.config.batch_size,), generator=gen)
+
     def windows(self) -> torch.Tensor:
         """The next ``batch_size`` × ``length`` corpus windows (deterministic in seed, rank and step)."""
-        c, ctx = self.config, self._context
-        draw = hash((*self.window_salt, ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1)
-        gen = torch.Generator().manual_seed(draw)
-        self.micro += 1
-        starts = torch.randint(0, len(self._stream) - c.length, (c.batch_size,), generator=gen)
-        return torch.stack([self._stream[s : s + c.length] for s in starts.tolist()])
+        starts = self.draw(len(self._stream) - self.config.length)
+        return torch.stack([self._stream[s : s + self.config.length] for s in starts.tolist()])
 
     def callbacks(self) -> list:
         """The step tracker that makes window draws reproducible across a resume."""
