@@ -5,7 +5,7 @@ For each coalition kind (uniform weight merge, random routing, per-token majorit
 colluder was named, innocent hosts accused (must be 0), and keys spent. Prints a Markdown table and
 writes JSON. The results page row for omlkit-tiny:
 
-    python benchmarks/tracing.py --model omlkit-tiny --pool 256 --hosts 8 --out-dir /tmp/tracing \\
+    python benchmarks/tracing.py --model omlkit-tiny --pool 512 --hosts 8 --out-dir /tmp/tracing \\
         --json-out benchmarks/out/tracing.json
 
 and for the micro model, with the tests' insertion settings:
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     """Distribute (or reuse a distribution), run the coalition trials, print and write the table."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="omlkit-tiny")
-    ap.add_argument("--pool", type=int, default=256)
+    ap.add_argument("--pool", type=int, default=512,
+                    help="pool keys (512 names coalitions of 3; docs/tracing.md sizes it)")
     ap.add_argument("--hosts", type=int, default=8)
     ap.add_argument("--rate", type=float, default=0.25)
     ap.add_argument("--core", type=int, default=0, help="fingerprints every copy holds (a shared checkpoint)")
