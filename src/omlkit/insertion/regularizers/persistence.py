@@ -78,10 +78,12 @@ class Persistence(CorpusWindows, Regularizer):
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """Tokenize the benign corpus (as chat exchanges for ``data: chat``); the model is unchanged.
         CorpusError when it holds no window, ConfigError for chat without a chat template."""
-        if self._context is not None:
+        if self._context is None:
+            return model
+        if self.config.data == "chat":
+            self._turns = chat_turns(self._context.texts(), self._context.tokenizer, self.config.length)
+        else:
             self.load_corpus()
-            if self.config.data == "chat":
-                self._turns = chat_turns(self._context.texts(), self._context.tokenizer, self.config.length)
         return model
 
     def benign_batch(self) -> dict[str, torch.Tensor]:
@@ -100,7 +102,7 @@ class Persistence(CorpusWindows, Regularizer):
         graph still needs, are never touched."""
         from torch.func import functional_call
 
-        if self._stream is None:
+        if self._stream is None and self._turns is None:
             raise ConfigError("persistence: no benign corpus (the regularizer was not attached to a run)")
         if batch is None or batch.labels is None:
             return None
