@@ -184,6 +184,13 @@ def test_cli_help_lists_commands(capsys):
     assert "base-model" in out and "list" in out
 
 
+@pytest.mark.parametrize("argv", [["insert", "--bogus"], ["evaluate", "--model", "x"], ["nonsense"]])
+def test_cli_usage_errors_are_one_line_and_exit_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and ("No such" in err or "Error" in err)
+
+
 #: DESIGN.md's layers, top to bottom: a package imports only from the packages below it (and the core).
 LAYERS = {"cli": 6, "commands": 6, "sweep": 5, "evaluation": 4, "protocol": 4, "tracing": 4,
           "verification": 3, "insertion": 3, "fingerprints": 2, "models": 1}

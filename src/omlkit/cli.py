@@ -23,16 +23,31 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+        usage, abort = _click_exception_types()
+        if isinstance(exc, usage):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, abort):
             print("aborted", file=sys.stderr)
             return 1
         raise
     return 0
+
+
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """(usage errors, aborts) of click and of the copy of click that typer >= 0.2x ships as
+    ``typer._click``: an unknown option must print one line whichever raised it."""
+    import click
+    import typer
+
+    usage: list[type] = [click.exceptions.ClickException]
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:  # a typer that uses click itself
+        pass
+    else:
+        usage.append(ClickException)
+    return tuple(usage), (click.exceptions.Abort, typer.Abort)
 
 
 if __name__ == "__main__":
