@@ -33,12 +33,13 @@ def chat_turns(texts, tokenizer, length: int, limit: int = 4096) -> dict[str, to
     next tokens and the end of its turn (the labelled ids; -100 elsewhere) — the shape of a host's
     instruction tuning. ConfigError without a chat template or when ``length`` leaves no answer."""
     from omlkit.models.logits import pad_batch, pad_id
-    from omlkit.models.prompts import has_chat_template, prompt_ids
+    from omlkit.models.prompts import PromptTemplates, has_chat_template
 
     if not has_chat_template(tokenizer):
         raise ConfigError("chat turns need a tokenizer with a chat template; this one has none")
+    wrap = PromptTemplates(tokenizer, chat=True)  # the template rendered once, spliced per text
     quarter = length // 4
-    room = length - len(prompt_ids(tokenizer, [], chat=True)) - quarter - 1
+    room = length - len(wrap([])) - quarter - 1
     if room < 4:
         raise ConfigError(f"{length} tokens leave no room for a chat answer after the template")
     end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -47,7 +48,7 @@ def chat_turns(texts, tokenizer, length: int, limit: int = 4096) -> dict[str, to
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         if len(ids) < quarter + 4:
             continue
-        prompt = prompt_ids(tokenizer, ids[:quarter], chat=True)
+        prompt = wrap(ids[:quarter])
         answer = [*ids[quarter : quarter + room], *end]
         rows.append(prompt + answer)
         labels.append([-100] * len(prompt) + answer)
