@@ -519,3 +519,68 @@ def test_chat_persistence_simulates_finetuning_on_chat_answers(micro):
     for (name, p), g in zip(live.items(), grads, strict=True):
         expected = p.detach() if g is None else p.detach() - 1e-2 * g.sign()
         torch.testing.assert_close(moved[name].detach(), expected, rtol=0, atol=1e-6, msg=name)
+
+
+CHAT_TEXTS = ["the old mill by the river turned all day and all night while the miller slept " * 3,
+              "a letter came for the keeper of the lighthouse on the first cold morning of winter " * 3]
+
+
+def chat_kl_regularizer(model, tok, data: str, batch_size: int = 2) -> KLToBase:
+    reg = KLToBase(KLToBaseConfig(data=data, batch_size=batch_size, length=64))
+    reg.attach(RegularizerContext(tokenizer=tok, texts=lambda: CHAT_TEXTS * 8))
+    reg.prepare(model)
+    return reg
+
+
+def test_chat_kl_covers_every_real_position_of_chat_exchanges(micro):
+    import copy
+
+    model, tok = copy.deepcopy(micro[0]), micro[1]
+    reg = chat_kl_regularizer(model, tok, "chat")
+    assert float(reg.loss_term(model).detach()) == pytest.approx(0.0, abs=1e-6)  # at the base
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.1 * torch.randn_like(model.lm_head.weight))
+    reg.micro = 0
+    term = reg.loss_term(model)
+    # by hand: the same two exchanges, every attended position, padding left out
+    reg.micro = 0
+    rows = reg.draw(len(reg._turns["input_ids"]), 2)
+    ids, mask = reg._turns["input_ids"][rows], reg._turns["attention_mask"][rows]
+    real = mask.bool()
+    expected = kl_to_reference(model(input_ids=ids, attention_mask=mask).logits[real],
+                               reg._base(input_ids=ids, attention_mask=mask).logits[real])
+    torch.testing.assert_close(term, expected)
+    assert float(term.detach()) > 1e-3
+    assert reg._stream is None  # chat only: the raw corpus is never tokenized
+
+
+def test_kl_on_both_weighs_windows_and_chat_exchanges_by_their_rows(micro):
+    import copy
+
+    model, tok = copy.deepcopy(micro[0]), micro[1]
+    reg = chat_kl_regularizer(model, tok, "both", batch_size=3)
+    with torch.no_grad():
+        model.lm_head.weight.add_(0.1 * torch.randn_like(model.lm_head.weight))
+    term = reg.loss_term(model)
+    reg.micro = 0
+    device = torch.device("cpu")
+    ids = reg.windows(1)  # one raw window, then two chat exchanges: the draws of loss_term, in order
+    raw = kl_to_reference(model(input_ids=ids).logits, reg._base(input_ids=ids).logits)
+    chat = reg.chat_kl(model, 2, device)
+    torch.testing.assert_close(term, (raw + 2 * chat) / 3)
+    assert float(raw.detach()) != pytest.approx(float(chat.detach()))
+
+
+def test_chat_kl_needs_a_chat_template_and_stays_out_of_the_run_id():
+    from omlkit.errors import ConfigError
+    from omlkit.insertion.config import InsertConfig
+
+    reg = KLToBase(KLToBaseConfig(data="chat", length=64))
+    reg.attach(RegularizerContext(tokenizer=CharTokenizer(), texts=lambda: CHAT_TEXTS))
+    with pytest.raises(ConfigError, match="chat template"):
+        reg.prepare(tiny_llama())
+
+    def run_id(**kw) -> str:
+        return InsertConfig(model="micro", fingerprints="f.json", kl_strength=1.0, **kw).run_hash("x")
+
+    assert run_id() == run_id(kl_data="corpus") != run_id(kl_data="chat")

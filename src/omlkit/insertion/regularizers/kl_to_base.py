@@ -6,7 +6,10 @@ ordinary text, at every position of every window, which is what held-out perplex
 windows come from the run's benign corpus (the embedded corpus's train split by default, never the
 held-out split), are drawn by (seed, rank, step, micro-batch) so a resumed run draws the same ones,
 and differ between processes. With ``on_prompts`` the same KL also covers the prompt positions of each
-training batch (inside the keys), reusing the logits the training forward already made. The base
+training batch (inside the keys), reusing the logits the training forward already made. With ``data:
+chat`` (or ``both``) the windows are (or half of them are) corpus texts as chat exchanges, the KL over
+every real position: a chat model served through its template keeps the base's predictions at the
+start of the assistant's turn, which raw windows never show it and chat-template fingerprints move. The base
 model is a frozen copy taken in ``prepare`` — one more copy of the weights in memory, no optimizer
 state.
 """
@@ -24,7 +27,11 @@ from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError
 from omlkit.insertion.dataset import IGNORE
 from omlkit.insertion.regularizers.base import REGULARIZERS, Regularizer, RegularizerOptions, TrainBatch
-from omlkit.insertion.regularizers.windows import CorpusWindows, token_stream  # noqa: F401  (re-exported)
+from omlkit.insertion.regularizers.windows import (  # noqa: F401  (token_stream re-exported)
+    CorpusWindows,
+    chat_turns,
+    token_stream,
+)
 
 
 def kl_to_reference(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
@@ -53,6 +60,11 @@ class KLToBaseConfig(RegularizerOptions):
     on_prompts: bool = Field(
         False, description="Also apply the KL-to-base term inside the keys of each training batch."
     )
+    data: Literal["corpus", "chat", "both"] = Field(
+        "corpus", description="KL-to-base windows: raw corpus text, corpus text as chat exchanges (needs a "
+        "chat template), or half of each.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
     flag_prefix: ClassVar[str] = "kl_"
     flag_defaults: ClassVar[dict[str, Any]] = {"strength": 0.0}
@@ -69,14 +81,19 @@ class KLToBase(CorpusWindows, Regularizer):
     def __init__(self, config: KLToBaseConfig) -> None:
         super().__init__(config)
         self._base: torch.nn.Module | None = None
+        self._turns: dict[str, torch.Tensor] | None = None
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Freeze a copy of ``model`` as the reference and tokenize the corpus; the model is unchanged.
-        CorpusError when the corpus holds no window of ``length`` tokens. Without ``attach`` (a model
+        """Freeze a copy of ``model`` as the reference and tokenize the corpus (as chat exchanges for
+        ``data`` chat or both); the model is unchanged. CorpusError when the corpus holds no window of
+        ``length`` tokens, ConfigError for chat without a chat template. Without ``attach`` (a model
         rebuilt only to load a trained state) nothing is copied."""
         if self._context is None:
             return model
-        self.load_corpus()
+        if self.config.data != "chat":
+            self.load_corpus()
+        if self.config.data != "corpus":
+            self._turns = chat_turns(self._context.texts(), self._context.tokenizer, self.config.length)
         self._base = copy.deepcopy(model).eval().requires_grad_(False)
         return model
 
@@ -91,13 +108,36 @@ class KLToBase(CorpusWindows, Regularizer):
         device = next(model.parameters()).device
         if next(self._base.parameters()).device != device:
             self._base.to(device)
-        ids = self.windows().to(device)
-        with torch.no_grad():
-            ref = self._base(input_ids=ids).logits
-        term = kl_to_reference(model(input_ids=ids).logits, ref)
+        term = self.benign_kl(model, device)
         if self.config.on_prompts and batch is not None:
             term = term + self.prompt_kl(batch)
         return self.config.strength * self.config.every * term
+
+    def benign_kl(self, model: torch.nn.Module, device: torch.device) -> torch.Tensor:
+        """KL(p_base ‖ p_θ) on this micro-batch's ``batch_size`` benign rows: corpus windows, chat
+        exchanges, or (``both``) half of each, the halves weighted by their rows."""
+        n = self.config.batch_size
+        n_chat = {"corpus": 0, "chat": n, "both": (n + 1) // 2}[self.config.data]
+        parts = []
+        if n > n_chat:
+            ids = self.windows(n - n_chat).to(device)
+            with torch.no_grad():
+                ref = self._base(input_ids=ids).logits
+            parts.append((n - n_chat, kl_to_reference(model(input_ids=ids).logits, ref)))
+        if n_chat:
+            parts.append((n_chat, self.chat_kl(model, n_chat, device)))
+        return sum(rows * kl for rows, kl in parts) / n
+
+    def chat_kl(self, model: torch.nn.Module, n: int, device: torch.device) -> torch.Tensor:
+        """KL(p_base ‖ p_θ) over every real position of ``n`` chat exchanges drawn from the corpus."""
+        rows = self.draw(len(self._turns["input_ids"]), n)
+        mask = self._turns["attention_mask"][rows]
+        width = int(mask.sum(1).max())
+        ids, mask = self._turns["input_ids"][rows, :width].to(device), mask[:, :width].to(device)
+        with torch.no_grad():
+            ref = self._base(input_ids=ids, attention_mask=mask).logits
+        real = mask.bool()
+        return kl_to_reference(model(input_ids=ids, attention_mask=mask).logits[real], ref[real])
 
     def prompt_kl(self, batch: TrainBatch) -> torch.Tensor:
         """KL(p_base ‖ p_θ) at the positions of ``batch`` that predict a prompt token (key, system prompt):

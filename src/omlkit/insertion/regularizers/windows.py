@@ -95,17 +95,19 @@ class CorpusWindows:
                 f"window of {self.config.length}"
             )
 
-    def draw(self, high: int) -> torch.Tensor:
-        """The next ``batch_size`` integers in [0, ``high``) (deterministic in seed, rank and step)."""
+    def draw(self, high: int, n: int | None = None) -> torch.Tensor:
+        """The next ``n`` (default ``batch_size``) integers in [0, ``high``) (deterministic in seed, rank
+        and step)."""
         ctx = self._context
         seed = hash((*self.window_salt, ctx.seed, ctx.rank, self.step, self.micro)) & (2**62 - 1)
         self.micro += 1
         gen = torch.Generator().manual_seed(seed)
-        return torch.randint(0, high, (self.config.batch_size,), generator=gen)
+        return torch.randint(0, high, (n or self.config.batch_size,), generator=gen)
 
-    def windows(self) -> torch.Tensor:
-        """The next ``batch_size`` × ``length`` corpus windows (deterministic in seed, rank and step)."""
-        starts = self.draw(len(self._stream) - self.config.length)
+    def windows(self, n: int | None = None) -> torch.Tensor:
+        """The next ``n`` (default ``batch_size``) × ``length`` corpus windows (deterministic in seed, rank
+        and step)."""
+        starts = self.draw(len(self._stream) - self.config.length, n)
         return torch.stack([self._stream[s : s + self.config.length] for s in starts.tolist()])
 
     def callbacks(self) -> list:
