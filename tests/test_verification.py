@@ -195,6 +195,12 @@ def test_within_mode_finds_a_response_after_a_detour_and_calibrates_on_the_null_
     same = verify_fingerprints(fp_set, DummyBackend(detoured), match="within",
                                null_model=DummyBackend(detoured))
     assert same.matched == 5 and same.verdict.p_value == 1.0 and not same.verdict.owned
+    assert res.null_ids == frozenset() and len(same.null_ids) == 5 and exact.null_ids is None
+    # an earlier result's null matches are reused as they are: the null model is not asked again
+    unasked = DummyBackend({})
+    again = verify_fingerprints(fp_set, DummyBackend(detoured), match="within", null_model=unasked,
+                                null_ids=same.null_ids)
+    assert unasked.calls == [] and again.verdict.p_value == 1.0 and again.null_ids == same.null_ids
     with pytest.raises(ConfigError, match="--within"):
         verify_fingerprints(fp_set, DummyBackend(detoured), match="within", within=0)
 

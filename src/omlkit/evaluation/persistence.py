@@ -99,11 +99,15 @@ def run_attack(cfg: AttackConfig, say: Callable[[str], None] | None = None) -> t
 
     judge, judge_tok = load_model(base, device=cfg.device)  # utility judge, and within's null model
 
+    null: dict[str, Any] = {}  # within's null matches: the base, keys and settings never change
+
     def measure(model: Any, tok: Any) -> tuple[Any, float]:
         within = {}
         if cfg.match == "within":
-            within = dict(within=cfg.within, null_model=TransformersBackend(judge, judge_tok))
+            within = dict(within=cfg.within, null_model=TransformersBackend(judge, judge_tok),
+                          null_ids=null.get("ids"))
         res = verify_model(model, fp_set, tokenizer=tok, chat=cfg.chat, match=cfg.match, **within)
+        null["ids"] = res.null_ids
         return res, heldout_perplexity(model, tok, texts)
 
     model, tok = load_model(ref.name, device=cfg.device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,9 @@ class VerifyResult:
     records: list[dict[str, Any]]
     verdict: OwnershipVerdict
     settings: dict[str, Any] = field(default_factory=dict)
+    #: Ids the never-fingerprinted null model matched (rank / within matching; None otherwise): pass them
+    #: as ``null_ids`` to a later verification with the same set and settings to skip recomputing them.
+    null_ids: frozenset[int] | None = None
 
     @property
     def checked(self) -> int:
@@ -256,6 +259,7 @@ def verify_fingerprints(
     rank_k: int = 1,
     within: int = DEFAULT_WITHIN,
     null_model: Any = None,
+    null_ids: Collection[int] | None = None,
     sample: int | None = None,
     seed: int = 0,
     alpha: float = DEFAULT_ALPHA,
@@ -271,7 +275,8 @@ def verify_fingerprints(
     after each chunk of ``chunk_size`` keys and resumes a partial run with the same settings.
     Rank and ``within`` matching (the response anywhere in the first ``within`` + response-length answer
     tokens) calibrate their null rates on ``null_model`` (default: the model that generated the
-    fingerprints; :func:`~omlkit.verification.ownership.calibrated_null_rates`).
+    fingerprints; :func:`~omlkit.verification.ownership.calibrated_null_rates`); ``null_ids``, an earlier
+    result's :attr:`VerifyResult.null_ids` under the same set, sample and settings, skips asking it again.
     Refuses: an unknown match mode, rank matching of multi-token responses or without a null model, a
     fingerprint file made for another tokenizer than a local backend's, chat mode without a chat
     template, and an ``out`` folder holding a verification with other settings (unless ``force``).
@@ -300,10 +305,11 @@ def verify_fingerprints(
         max_new_tokens = default_max_new_tokens(fps, fp_set.strategy.params)
         max_new_tokens += within if match == "within" else 0
     calibrated = match in CALIBRATED_MODES
-    null_ids = (
-        null_matched(fp_set, fps, null_model, system_prompt, chat, match, rank_k, max_new_tokens)
-        if calibrated else None
-    )
+    if not calibrated:
+        null_ids = None
+    elif null_ids is None:
+        null_ids = null_matched(fp_set, fps, null_model, system_prompt, chat, match, rank_k, max_new_tokens)
+    null_ids = None if null_ids is None else frozenset(null_ids)
     settings = {
         "fingerprints_sha256": fp_set.content_hash(),
         "n_fingerprints": len(fp_set),
@@ -336,7 +342,7 @@ def verify_fingerprints(
             else calibrated_null_rates(fp_set, answered, null_ids)
         )
         verdict = ownership_test(rates, n_match, alpha)
-        return VerifyResult(ordered, verdict, settings)
+        return VerifyResult(ordered, verdict, settings, null_ids=null_ids)
 
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
