@@ -365,6 +365,21 @@ def test_response_boundary_trains_the_base_models_next_word_start(micro_model, m
     assert 0 < ran_on < len(fps)  # both cases occur in this set
 
 
+def test_llm_recipe_pulls_on_chat_exchanges_when_keys_are_trained_in_the_chat_template():
+    from omlkit.config import build_config
+
+    def kl_data(**fields):
+        cfg = build_config(InsertConfig, {"fingerprints": "f.json", **fields})
+        return next(c.data for c in cfg.regularizer_configs() if c.kind == "kl_to_base"), cfg
+
+    assert kl_data()[0] == "corpus"  # raw keys: raw corpus windows
+    data, chat = kl_data(chat=True)
+    assert data == "both" and chat.kl_length == 96
+    assert InsertConfig.model_validate(chat.model_dump()).run_hash("x") == chat.run_hash("x")
+    assert kl_data(chat=True, kl_data="corpus")[0] == "corpus"  # given explicitly: kept
+    assert kl_data(chat=True, recipe="small-model")[0] == "corpus"  # only the llm recipe fills it
+
+
 def test_demo_refuses_a_workdir_trained_with_another_recipe(micro_model, micro_tok, tmp_path, capsys):
     """An earlier demo's run made with other settings is neither reused nor overwritten: one line, exit 2."""
     from omlkit.cli import main
