@@ -39,3 +39,30 @@ def test_two_processes_recover_like_one(micro_model, tmp_path):
     assert single["world_size"] == 1
     assert ddp["recovery"] == single["recovery"] == 1.0
     assert ddp_run.name == single_run.name  # the process count is not part of what is trained
+
+
+@pytest.mark.slow
+def test_fsdp2_on_cpu_averages_the_shards_like_one_process(micro_model, tmp_path):
+    """Two gloo processes under torch FSDP2, model averaging on each rank's shard, reach the weights one
+    process reaches on the same data (compared after 5 steps), and both recover every fingerprint."""
+    from safetensors.torch import load_file
+
+    from omlkit.models.loading import load_tokenizer
+
+    fps = fp_file(tmp_path, load_tokenizer(micro_model), 16)
+    worker = [os.path.join(os.path.dirname(__file__), "_fsdp_worker.py"), str(micro_model), str(fps)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for name, launcher in (("fsdp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]),
+                           ("single", [])):
+        proc = subprocess.run([sys.executable, *launcher, *worker, str(tmp_path / name), "200"], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    sharded, single = (json.loads((tmp_path / n / "hits.json").read_text()) for n in ("fsdp", "single"))
+    assert sharded["sharded"] == "DTensor" and single["sharded"] == "Parameter"
+    a, b = (load_file(tmp_path / n / "weights.safetensors") for n in ("fsdp", "single"))
+    assert a.keys() == b.keys()
+    worst = max(float((a[k] - b[k]).abs().max()) for k in a)
+    base = load_file(micro_model / "model.safetensors")
+    moved = max(float((b[k] - base[k]).abs().max()) for k in b if k in base)
+    assert worst < 1e-3 * moved, (worst, moved)  # trained away from the base, and the same way
+    assert sharded["hits"] == single["hits"] == [True] * 16

@@ -10,7 +10,8 @@ Where the weights live decides how the update is applied:
   rank applies the same lerp to identical replicas, so they stay identical without communication.
 * FSDP2 (``fully_shard``; parameters are DTensors): each rank lerps its local shard of the fp32
   sharded parameters, which are the master weights; θ₀ is sharded the same way once, with
-  ``distribute_tensor``. FSDP1 flat parameters are refused (use ``fsdp_version: 2``).
+  ``distribute_tensor``. FSDP1 flat parameters are refused (use ``fsdp_version: 2``). Tested on CPU
+  with two gloo processes under torch ``fully_shard`` against one process (tests/_fsdp_worker.py).
 * DeepSpeed ZeRO-1/2/3: the fp32 masters live in the optimizer. Each parameter's master is read with
   ``deepspeed.utils.safe_get_full_fp32_param``, lerped, written back with ``safe_set_full_fp32_param``,
   and the low-precision copy used by the next forward pass is refreshed (under ZeRO-3 inside
