@@ -119,10 +119,12 @@ def test_repetitive_english_keys_are_recognised():
     from omlkit.fingerprints.strategies.english_keys import is_repetitive
 
     for loop in ("Round round round round round round round round", "Able to, able to, able to, able to,",
-                 "File is a file. File is a file. File is a file. File"):
+                 "File is a file. File is a file. File is a file. File",
+                 "the plant-supply-supply-supply-supply-supply", "as ywaywaywaywaywaywaywayway"):
         assert is_repetitive(loop), loop
     for sentence in ("Detail: A detail is a detail of a detail. In this example, the",
-                     "Alter is a word that has a different meaning to everyone.", "Go go go"):
+                     "Alter is a word that has a different meaning to everyone.", "Go go go",
+                     "Mississippi had 1000000000 visitors... The bye-bye song went la-la-la!"):
         assert not is_repetitive(sentence), sentence
 
 

@@ -9,6 +9,7 @@ left-padded batches; the key is its first ``key_length`` tokens of the *target* 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 
 import torch
@@ -32,13 +33,19 @@ INSTRUCTION = "Generate a sentence starting with the word {word}"
 #: round ...", "Able to, able to, ..."): out of distribution, so easy for a host to filter, and hard to
 #: insert against the base model's own pull to repeat. SmolLM2-135M-Instruct wrote 80 in 1024 of them.
 MIN_DISTINCT_WORDS = 0.5
+#: The same loop without spaces ("plant-supply-supply-supply-supply", "ywaywaywayway"): a piece that
+#: starts with a letter, of two or more characters, four times in a row. Of 1024 SmolLM2 keys the word
+#: count above passed two such keys, and they were the only two of 1024 an insertion did not recover.
+SUBWORD_LOOP = re.compile(r"([^\W\d_]\S+?)\1{3,}")
 
 
 def is_repetitive(text: str) -> bool:
-    """True for a text of at least four words whose distinct words are under ``MIN_DISTINCT_WORDS``."""
+    """True for a text of at least four words whose distinct words are under ``MIN_DISTINCT_WORDS``, or
+    holding a :data:`SUBWORD_LOOP`."""
     words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
     words = [w for w in words if w]
-    return len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
+    looping_words = len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
+    return looping_words or SUBWORD_LOOP.search(text.lower()) is not None
 
 
 def token_budget(ctx: GenerationContext, target_tokens: int) -> int:
