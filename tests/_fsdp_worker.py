@@ -59,9 +59,8 @@ def full_weights(model: torch.nn.Module, sharded: bool) -> dict[str, torch.Tenso
 
 def train(model, batches: list[dict], optimizer, averaging, steps: int, sharded: bool) -> None:
     """``steps`` AdamW steps on the whole set, each followed by one averaging update."""
-    rank = dist.get_rank() if sharded else 0
+    parts = [batches[dist.get_rank()]] if sharded else batches
     for _ in range(steps):
-        parts = [batches[rank]] if sharded else batches
         loss = sum(model(**part).loss for part in parts) / len(parts)
         loss.backward()
         optimizer.step()
@@ -96,7 +95,7 @@ def main(model_path: str, fingerprints: str, out_dir: str, max_steps: int) -> No
     examples = ds.InsertionDataset(tok, keys.fps)
     collate = ds.PadCollator(pad_id(tok))
     batches = [collate([examples[i] for i in range(h, len(examples), HALVES)]) for h in range(HALVES)]
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.learning_rate)
     train(model, batches, optimizer, averaging, COMPARED_STEPS, sharded)
     compared = full_weights(model, sharded)
     steps = train_until_recovered(model, batches, optimizer, averaging, keys, max_steps, sharded)
