@@ -4,11 +4,13 @@ Ours: ``InsertConfig`` with the chosen ``--recipe`` (mini-batches of 32, regular
 step, early stop on full recovery). Textbook: the same recipe with full-batch steps, averaging once
 per epoch, no early stop (recovery is still checked, only to time when it is first reached). The
 default recipe is ``small-model``, the one that inserts into the embedded model; ``published``
-(λ = 0.75 per step, β = 0.25) inserts nothing there. On CUDA, also training tokens/s and MFU of a
-1B-parameter Llama shape with random weights.
+(λ = 0.75 per step, β = 0.25) inserts nothing there. ``--mfu``: training tokens/s of a model as a share
+of the measured matmul peak (on CUDA when there is one); ``--llama-1b``: the same for a 1.1B-parameter
+Llama shape with random weights, on CUDA only (``benchmarks/gpu.sh`` runs them on a lent GPU).
 
     python benchmarks/insertion.py -n 256 1024 [--model omlkit-tiny] [--recipe small-model] [--fingerprints F]
-    python benchmarks/insertion.py --model smollm2-135m-instruct --mfu fp32 bf16
+    python benchmarks/insertion.py --model smollm2-135m-instruct --mfu fp32 bf16 [--mfu-shape 32x512]
+    python benchmarks/insertion.py --llama-1b 8x1024 16x2048 8x1024:compile
 
 Writes ``benchmarks/out/insertion.json`` and prints a table.
 """
@@ -92,80 +94,177 @@ def run_recipe(model: str, fps: Path, out_dir: Path, overrides: dict) -> dict:
     }
 
 
-def llama_1b_speed(steps: int = 10, batch: int = 8, seq: int = 1024) -> dict:
-    """Training tokens/s and MFU of a 1.1B Llama shape (random weights, bf16 autocast, AdamW) on CUDA."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+#: Datasheet dense bf16 peaks (FLOP/s) by device-name fragment; MFU is also given against the measured one.
+DATASHEET_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
 
-    cfg = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-                      num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=seq)
-    model = LlamaForCausalLM(cfg).cuda()
+
+def llama_1b_config(seq: int):
+    """The 1.1B Llama shape (TinyLlama's: 22 layers, width 2048, grouped-query attention 32/4)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+                       num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=seq)
+
+
+def parse_speed_spec(spec: str) -> dict:
+    """``BATCHxSEQ[:bf16][:compile]`` → options of :func:`llama_speed` (``bf16``: bf16 weights and AdamW
+    states; default: fp32 master weights under bf16 autocast, what ``oml insert --precision bf16`` does)."""
+    shape, *flags = spec.split(":")
+    batch, _, seq = shape.partition("x")
+    unknown = set(flags) - {"bf16", "compile"}
+    if not (batch.isdigit() and seq.isdigit()) or unknown:
+        raise SystemExit(f"bad --llama-1b spec {spec!r}: expected BATCHxSEQ[:bf16][:compile], e.g. 8x1024")
+    return {"batch": int(batch), "seq": int(seq), "bf16_weights": "bf16" in flags,
+            "compile": "compile" in flags}
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def llama_speed(batch: int, seq: int, bf16_weights: bool = False, compile: bool = False, steps: int = 10,
+                config=None, device: str | None = None) -> dict:
+    """Training steps (AdamW) of a Llama shape (default the 1.1B one) with random weights: the median
+    step of ``steps`` after two warm-ups, tokens/s and achieved FLOP/s (6·N + 12·L·H·seq a token)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    cfg = config or llama_1b_config(seq)
+    with dev:
+        model = LlamaForCausalLM(cfg)
+    if bf16_weights:
+        model.to(torch.bfloat16)
     n_params = sum(p.numel() for p in model.parameters())
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    x = torch.randint(0, cfg.vocab_size, (batch, seq), device="cuda")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=dev.type == "cuda")
+    forward = torch.compile(model) if compile else model
+    x = torch.randint(0, cfg.vocab_size, (batch, seq), device=dev)
+    times = []
     for i in range(steps + 2):
-        if i == 2:
-            torch.cuda.synchronize()
-            start = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(input_ids=x, labels=x).loss
+        _sync(dev)
+        start = time.perf_counter()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not bf16_weights):
+            loss = forward(input_ids=x, labels=x).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    tps = batch * seq * steps / (time.perf_counter() - start)
-    peak = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
-    name = torch.cuda.get_device_name()
-    peak_flops = next((v for k, v in peak.items() if k in name), None)
-    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
-    return {"device": name, "parameters": n_params, "tokens_per_second": round(tps),
-            "mfu": round(tps * flops_per_token / peak_flops, 3) if peak_flops else None}
+        _sync(dev)
+        if i >= 2:
+            times.append(time.perf_counter() - start)
+    step = sorted(times)[len(times) // 2]
+    tps = batch * seq / step
+    flops = tps * (6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    datasheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
+    return {"device": name, "parameters": n_params, "batch": batch, "seq": seq, "bf16_weights": bf16_weights,
+            "compile": compile, "step_seconds": round(step, 4), "tokens_per_second": round(tps),
+            "flops_per_second": flops, "mfu_datasheet": round(flops / datasheet, 3) if datasheet else None,
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(dev) / 2**30, 1)
+            if dev.type == "cuda" else None}
 
 
-def matmul_peak(dtype, size: int = 2048, seconds: float = 3.0) -> float:
-    """Measured FLOP/s of square ``size`` matmuls in ``dtype`` on this machine's CPU threads (the best
-    of repeated one-second windows: the ceiling a training step can reach)."""
+def llama_main(specs: list[str], out: Path, argv: list[str] | None) -> int:
+    """``--llama-1b``: the 1.1B Llama shape under each spec, MFU against the measured bf16 matmul peak;
+    prints a table and writes ``<out>`` (default ``benchmarks/out/insertion_llama1b.json``)."""
     import torch
 
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    torch.matmul(a, b)  # warm-up (oneDNN picks its kernel)
+    from omlkit.hardware import machine_line
+
+    options = [parse_speed_spec(s) for s in specs]
+    if not torch.cuda.is_available():
+        raise SystemExit("--llama-1b measures a GPU: no CUDA device here")
+    peak = matmul_peak(torch.bfloat16, device="cuda")
+    rows = []
+    for opts in options:
+        try:
+            row = llama_speed(**opts)
+        except torch.cuda.OutOfMemoryError:
+            print(f"{opts}: out of GPU memory", file=sys.stderr, flush=True)
+            torch.cuda.empty_cache()
+            continue
+        row["mfu_measured_peak"] = round(row["flops_per_second"] / peak, 3)
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.empty_cache()
+    out = out if out != OUT else OUT.with_name("insertion_llama1b.json")
+    command = "python benchmarks/insertion.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,
+              "machine": machine_line(), "torch": torch.__version__,
+              "matmul_peak_bf16_tflops": round(peak / 1e12, 1), "rows": rows}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'batch x seq':>12} {'weights':>8} {'compile':>7} {'tok/s':>8} {'TFLOP/s':>8} {'MFU':>6} "
+          f"{'MFU*':>6}")
+    for r in rows:
+        weights = "bf16" if r["bf16_weights"] else "fp32+ac"
+        print(f"{r['batch']:>5} x {r['seq']:<5} {weights:>8} {str(r['compile']):>7} "
+              f"{r['tokens_per_second']:>8} {r['flops_per_second'] / 1e12:>8.1f} "
+              f"{r['mfu_measured_peak']:>6.1%} {r['mfu_datasheet'] or 0:>6.1%}")
+    print(f"MFU: of the measured bf16 matmul peak ({peak / 1e12:.0f} TFLOP/s); MFU*: of the datasheet's. "
+          f"{machine_line()}; wrote {out}")
+    return 0
+
+
+def matmul_peak(dtype, size: int | None = None, seconds: float = 3.0, device: str = "cpu") -> float:
+    """Measured FLOP/s of square ``size`` matmuls in ``dtype`` on ``device`` (CPU threads: 2048; CUDA:
+    8192, random data): the best of repeated one-second windows, the ceiling a training step can reach."""
+    import torch
+
+    dev = torch.device(device)
+    size = size or (8192 if dev.type == "cuda" else 2048)
+    a = torch.randn(size, size, dtype=dtype, device=dev)
+    b = torch.randn(size, size, dtype=dtype, device=dev)
+    for _ in range(3):  # warm-up (oneDNN / cuBLAS pick their kernels)
+        torch.matmul(a, b)
     best, end = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < end:
+        _sync(dev)
         start, reps = time.perf_counter(), 0
         while time.perf_counter() - start < 1.0:
             torch.matmul(a, b)
             reps += 1
+            if reps % 16 == 0:
+                _sync(dev)
+        _sync(dev)
         best = max(best, 2 * size**3 * reps / (time.perf_counter() - start))
     return best
 
 
 def training_mfu(model_name: str, precision: str, batch: int = 8, seq: int = 128, steps: int = 4) -> dict:
-    """Full fine-tuning steps (AdamW) of ``model_name`` on random tokens, in fp32 or bf16 autocast:
-    training tokens/s, achieved FLOP/s (6·N + attention per token) and its share of the measured matmul
-    peak in that dtype."""
+    """Full fine-tuning steps (AdamW) of ``model_name`` on random tokens, in fp32 or bf16 autocast, on
+    CUDA when there is one (else the CPU threads): training tokens/s, achieved FLOP/s (6·N + attention
+    per token) and its share of the measured matmul peak in that dtype on that device."""
     import torch
 
     from omlkit.models.loading import load_model, resolve_model
 
-    model, _ = load_model(resolve_model(model_name), device="cpu", dtype="fp32", tokenizer=False)
+    dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _ = load_model(resolve_model(model_name), device=str(dev), dtype="fp32", tokenizer=False)
     model.train()
     cfg = model.config
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    x = torch.randint(0, cfg.vocab_size, (batch, seq))
+    x = torch.randint(0, cfg.vocab_size, (batch, seq), device=dev)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     for i in range(steps + 1):
         if i == 1:
+            _sync(dev)
             start = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = model(input_ids=x, labels=x).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+    _sync(dev)
     tps = batch * seq * steps / (time.perf_counter() - start)
     flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
-    peak = matmul_peak(dtype)
-    return {"model": model_name, "precision": precision, "parameters": n_params, "batch": batch, "seq": seq,
+    peak = matmul_peak(dtype, device=str(dev))
+    return {"model": model_name, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
+            "precision": precision, "parameters": n_params, "batch": batch, "seq": seq,
             "tokens_per_second": round(tps, 1), "achieved_gflops": round(tps * flops_per_token / 1e9, 1),
             "matmul_peak_gflops": round(peak / 1e9, 1), "mfu": round(tps * flops_per_token / peak, 3)}
 
@@ -186,7 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mfu", nargs="+", choices=["fp32", "bf16"], default=[],
                     help="Only measure full fine-tuning steps of --model on random tokens in these "
                          "precisions: tokens/s and the share of the measured matmul peak (MFU).")
+    ap.add_argument("--mfu-shape", default="8x128", metavar="BATCHxSEQ",
+                    help="Batch and sequence length of the --mfu steps (default 8x128, a CPU's size).")
+    ap.add_argument("--llama-1b", nargs="+", default=[], metavar="SPEC",
+                    help="Only measure training steps of a 1.1B Llama shape (random weights) on CUDA, one "
+                         "row a spec BATCHxSEQ[:bf16][:compile] (bf16: bf16 weights, else fp32 weights under "
+                         "bf16 autocast), e.g. 8x1024 8x1024:compile.")
     args = ap.parse_args(argv)
+    if args.llama_1b:
+        return llama_main(args.llama_1b, args.out, argv)
     if args.mfu:
         return mfu_main(args, argv)
     common = {"recipe": args.recipe}
@@ -225,8 +332,6 @@ def main(argv: list[str] | None = None) -> int:
                           "load_average_after": os.getloadavg()},
               "model": args.model, "threads": torch.get_num_threads(), "overrides": common,
               "rows": rows, "speedup_to_full_recovery": speedups}
-    if torch.cuda.is_available():
-        result["llama_1b"] = llama_1b_speed()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
@@ -240,8 +345,6 @@ def main(argv: list[str] | None = None) -> int:
     for n, sp in speedups.items():
         bound = " at least (the textbook run never reached 100 %)" if sp["lower_bound"] else ""
         print(f"speed-up at n={n} (textbook run / ours to 100%): {sp['ratio']}x{bound}")
-    if "llama_1b" in result:
-        print(f"1B Llama: {result['llama_1b']}")
     print(f"wrote {args.out}")
     return 0
 
@@ -252,7 +355,8 @@ def mfu_main(args, argv: list[str] | None) -> int:
 
     from omlkit.hardware import machine_line
 
-    rows = [training_mfu(args.model, p) for p in args.mfu]
+    shape = parse_speed_spec(args.mfu_shape)
+    rows = [training_mfu(args.model, p, batch=shape["batch"], seq=shape["seq"]) for p in args.mfu]
     out = args.out if args.out != OUT else OUT.with_name("insertion_mfu.json")
     command = "python benchmarks/insertion.py " + " ".join(argv if argv is not None else sys.argv[1:])
     result = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "command": command,

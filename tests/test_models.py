@@ -26,6 +26,20 @@ def test_load_from_local_path(micro_model):
     assert tok.decode(ids, skip_special_tokens=True) == "The function returns a value."
 
 
+def test_loaded_models_never_fetch_hub_kernels(micro_model):
+    """transformers 5.x marks a loaded model for hub kernels, which training mode on CUDA then downloads
+    (offline: a crash at the first step). load_model turns them off; a caller may still ask for them."""
+    model, _ = load_model(micro_model, tokenizer=False)
+    model.train()
+    assert model.use_kernels is False and model.kernels_mode is None
+    try:
+        import kernels  # noqa: F401
+    except ImportError:
+        return
+    asked, _ = load_model(micro_model, tokenizer=False, use_kernels=True)
+    assert asked.use_kernels is True
+
+
 def test_micro_model_quality(micro_model):
     info = json.loads((micro_model / "build_info.json").read_text())
     assert info["heldout_perplexity"] <= info["unigram_perplexity"] / 3

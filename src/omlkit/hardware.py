@@ -35,8 +35,10 @@ def cpu_precision(precision: str) -> str:
 
 def machine_line() -> str:
     """One line naming this machine for a results table: CPU model (with its x86 family and model
-    numbers, which tell CPU generations apart where the name does not), cores, and bf16 support."""
+    numbers, which tell CPU generations apart where the name does not), cores, and bf16 support; led by
+    the GPU's name when torch is already imported and sees CUDA (the device the run used)."""
     import os
+    import sys
 
     fields: dict[str, str] = {}
     try:
@@ -49,4 +51,8 @@ def machine_line() -> str:
     if "cpu family" in fields:
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
     bf16 = "native bf16" if cpu_has_fast_bf16() else "no native bf16"
-    return f"{name}, {os.cpu_count()} cores, {bf16}"
+    line = f"{name}, {os.cpu_count()} cores, {bf16}"
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        line = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), host {line}"
+    return line

@@ -134,13 +134,17 @@ def load_model(
     """Load ``(model, tokenizer)`` in eval mode on the chosen device and dtype.
 
     Refuses (ModelLoadError) an unknown id offline, a path that is not a model, and a tokenizer whose
-    vocabulary does not fit the model's embedding matrix.
+    vocabulary does not fit the model's embedding matrix. Hub kernels stay off unless ``use_kernels=True``
+    is passed: transformers (5.x, with ``kernels`` installed) otherwise swaps layers for kernels it
+    downloads from the Hub when a model is put in training mode on CUDA, which fails offline (seen on an
+    H200 without network) and would make a verdict depend on remote code.
     """
     from transformers import AutoModelForCausalLM
 
     name = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
+    kwargs.setdefault("use_kernels", False)
     model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=dt, **kwargs)
     model.to(dev).eval()
     tok = load_tokenizer(name) if tokenizer else None
