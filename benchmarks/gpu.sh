@@ -12,6 +12,8 @@
 # instruction check (benchmarks/insertion_recipes.py). Results and logs go to $OUT (else
 # benchmarks/out/gpu), run directories to $RUNS (else $OUT/runs; the run's train log and metrics are
 # copied beside the results); PYTHON defaults to python3. Each step runs even when an earlier one failed.
+# On a machine without a package index, install omlkit's missing dependencies from carried wheels
+# (`pip install --no-index --no-deps --target DIR`) and put DIR and src/ on PYTHONPATH.
 set -u
 OUT=${OUT:-benchmarks/out/gpu}
 RUNS=${RUNS:-$OUT/runs}
