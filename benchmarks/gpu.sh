@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What a lent GPU runs for benchmarks/RESULTS.md (the GPU rows of the SmolLM2 section). Two parts, so
-# that each fits one short call:
+# What a lent GPU runs for benchmarks/RESULTS.md (the H200 rows of its Insertion speed section), in two
+# parts so that each fits one short call:
 #
 #   bash benchmarks/gpu.sh speed                          # 1.1B Llama shape: training tokens/s and MFU
 #   bash benchmarks/gpu.sh insert FINGERPRINTS [WHEEL]    # SmolLM2: MFU, then the 1024-key insertion
@@ -35,8 +35,9 @@ step() {  # step NAME CMD...: run, log to $OUT/NAME.log, remember a failure
 
 report_machine() {
     nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
-    $PY -c "import torch, transformers, peft, accelerate; print('torch', torch.__version__, 'cuda', torch.version.cuda,
-'transformers', transformers.__version__, 'peft', peft.__version__, 'accelerate', accelerate.__version__)"
+    $PY -c "import torch, transformers as t, peft, accelerate as a; print('torch', torch.__version__,
+'cuda', torch.version.cuda, 'transformers', t.__version__, 'peft', peft.__version__,
+'accelerate', a.__version__)"
     $PY -c "import vllm; print('vllm', vllm.__version__)" 2>/dev/null || echo "vllm: not installed"
 }
 
@@ -57,7 +58,8 @@ insert)
         --mfu-shape 32x512 --out "$OUT/smollm2_mfu.json"
     step insert1024 $PY benchmarks/insertion_recipes.py --model smollm2-135m-instruct --fingerprints "$fps" \
         --out-dir "$RUNS" --json-out "$OUT/insert1024.jsonl" \
-        '{"recipe": "llm", "learning_rate": 3e-3, "lr_schedule": "cosine", "precision": "bf16", "epochs": 10, "check_every": 2}'
+        '{"recipe": "llm", "learning_rate": 3e-3, "lr_schedule": "cosine", "precision": "bf16", "epochs": 10,
+          "check_every": 2}'
     for f in train_log.jsonl metrics.json; do
         cp "$(ls -t "$RUNS"/*/"$f" | head -1)" "$OUT/insert1024_$f" || status=1
     done
