@@ -125,6 +125,29 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def _train_step(forward, optimizer, x, device, autocast: bool) -> None:
+    """One full training step on ``x`` as its own labels: forward (bf16 autocast if asked), backward,
+    optimizer step."""
+    import torch
+
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = forward(input_ids=x, labels=x).loss
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
+def flops_per_token(n_params: int, config, seq: int) -> int:
+    """Training FLOPs a token: 6·N for the weights plus 12·layers·hidden·seq for attention."""
+    return 6 * n_params + 12 * config.num_hidden_layers * config.hidden_size * seq
+
+
 def llama_speed(batch: int, seq: int, bf16_weights: bool = False, compile: bool = False, steps: int = 10,
                 config=None, device: str | None = None) -> dict:
     """Training steps (AdamW) of a Llama shape (default the 1.1B one) with random weights: the median
@@ -146,18 +169,14 @@ def llama_speed(batch: int, seq: int, bf16_weights: bool = False, compile: bool 
     for i in range(steps + 2):
         _sync(dev)
         start = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=not bf16_weights):
-            loss = forward(input_ids=x, labels=x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _train_step(forward, opt, x, dev, autocast=not bf16_weights)
         _sync(dev)
         if i >= 2:
             times.append(time.perf_counter() - start)
     step = sorted(times)[len(times) // 2]
     tps = batch * seq / step
-    flops = tps * (6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq)
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    flops = tps * flops_per_token(n_params, cfg, seq)
+    name = _device_name(dev)
     datasheet = next((v for k, v in DATASHEET_BF16.items() if k in name), None)
     return {"device": name, "parameters": n_params, "batch": batch, "seq": seq, "bf16_weights": bf16_weights,
             "compile": compile, "step_seconds": round(step, 4), "tokens_per_second": round(tps),
@@ -254,19 +273,15 @@ def training_mfu(model_name: str, precision: str, batch: int = 8, seq: int = 128
         if i == 1:
             _sync(dev)
             start = time.perf_counter()
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        _train_step(model, opt, x, dev, autocast=precision == "bf16")
     _sync(dev)
     tps = batch * seq * steps / (time.perf_counter() - start)
-    flops_per_token = 6 * n_params + 12 * cfg.num_hidden_layers * cfg.hidden_size * seq
+    flops = tps * flops_per_token(n_params, cfg, seq)
     peak = matmul_peak(dtype, device=str(dev))
-    return {"model": model_name, "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
-            "precision": precision, "parameters": n_params, "batch": batch, "seq": seq,
-            "tokens_per_second": round(tps, 1), "achieved_gflops": round(tps * flops_per_token / 1e9, 1),
-            "matmul_peak_gflops": round(peak / 1e9, 1), "mfu": round(tps * flops_per_token / peak, 3)}
+    return {"model": model_name, "device": _device_name(dev), "precision": precision,
+            "parameters": n_params, "batch": batch, "seq": seq, "tokens_per_second": round(tps, 1),
+            "achieved_gflops": round(flops / 1e9, 1), "matmul_peak_gflops": round(peak / 1e9, 1),
+            "mfu": round(flops / peak, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
