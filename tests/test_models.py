@@ -40,6 +40,16 @@ def test_loaded_models_never_fetch_hub_kernels(micro_model):
     assert asked.use_kernels is True
 
 
+def test_models_load_when_the_kernels_package_is_missing(micro_model, monkeypatch):
+    """transformers 5.25 requires ``kernels`` in one version range; without it (a --no-deps install, as on
+    the lent GPU, or another pin) its default ``use_kernels`` makes every from_pretrained raise."""
+    import transformers.modeling_utils as mu
+
+    monkeypatch.setattr(mu, "is_kernels_available", lambda *a, **k: False)
+    model, _ = load_model(micro_model, tokenizer=False)
+    assert model.use_kernels is False
+
+
 def test_micro_model_quality(micro_model):
     info = json.loads((micro_model / "build_info.json").read_text())
     assert info["heldout_perplexity"] <= info["unigram_perplexity"] / 3
