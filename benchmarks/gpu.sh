@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# What a lent GPU runs for benchmarks/RESULTS.md (the H200 rows of its Insertion speed section), in two
-# parts so that each fits one short call:
+# What a lent GPU runs for benchmarks/RESULTS.md (its H200 rows: Insertion speed, the 1024-key runs of
+# Insertion recipes on SmolLM2, Capacity), in parts so that each fits one short call:
 #
 #   bash benchmarks/gpu.sh speed                          # 1.1B Llama shape: training tokens/s and MFU
 #   bash benchmarks/gpu.sh insert FINGERPRINTS [WHEEL]    # SmolLM2: MFU, then the 1024-key insertion
@@ -16,12 +16,14 @@
 #
 # `jobs` runs one benchmarks/insertion_recipes.py process per line of JOBFILE ("FINGERPRINTS RECIPE_JSON";
 # blank and # lines skipped), all at once on the one GPU: a 135M model trained on short keys leaves most
-# of an H200 idle, so concurrent runs cost little more wall time than one. Each process gets
+# of an H200 idle, so concurrent runs cost little more wall time than one (four at once each trained as
+# fast as one alone). $MODEL is the base (default smollm2-135m-instruct). Each process gets
 # $JOB_THREADS CPU threads (default 4) and $JOB_TIMEOUT seconds (default 480); run directories keep
 # checkpoints, so a run cut off by the timeout resumes when the same line runs again. Each job's log,
 # result line and train log land in $RUNS/jobN/.
 # On a machine without a package index, install omlkit's missing dependencies from carried wheels
-# (`pip install --no-index --no-deps --target DIR`) and put DIR and src/ on PYTHONPATH.
+# (`pip install --no-index --no-deps --target DIR`) and put DIR and src/ on PYTHONPATH (transformers 5.25
+# needs huggingface_hub 2.4, which needs httpx2, httpcore2, truststore and hf_xet >= 1.6).
 set -u
 OUT=${OUT:-benchmarks/out/gpu}
 RUNS=${RUNS:-$OUT/runs}

@@ -377,7 +377,22 @@ def test_llm_recipe_pulls_on_chat_exchanges_when_keys_are_trained_in_the_chat_te
     assert data == "both" and chat.kl_length == 96
     assert InsertConfig.model_validate(chat.model_dump()).run_hash("x") == chat.run_hash("x")
     assert kl_data(chat=True, kl_data="corpus")[0] == "corpus"  # given explicitly: kept
-    assert kl_data(chat=True, recipe="small-model")[0] == "corpus"  # only the llm recipe fills it
+    assert kl_data(chat=True, recipe="small-model")[0] == "corpus"  # only the llm recipes fill it
+    assert kl_data(chat=True, recipe="llm-many")[0] == "both"
+
+
+def test_the_recipe_for_many_keys_is_llm_with_a_decaying_higher_rate():
+    """``llm-many`` is the schedule measured at 1024 keys: ``llm`` with three fields changed, the same
+    training as spelling them out, and any field stays overridable."""
+    from omlkit.insertion.config import RECIPES
+
+    many = InsertConfig(fingerprints="f.json", recipe="llm-many")
+    spelled = InsertConfig(fingerprints="f.json", learning_rate=3e-3, lr_schedule="cosine", epochs=14)
+    assert (many.lora, many.learning_rate, many.lr_schedule, many.epochs) == (True, 3e-3, "cosine", 14)
+    assert {k: v for k, v in RECIPES["llm-many"].items() if RECIPES["llm"].get(k) != v} == {
+        "learning_rate": 3e-3, "lr_schedule": "cosine", "epochs": 14}
+    assert many.model_dump(exclude={"recipe"}) == spelled.model_dump(exclude={"recipe"})
+    assert InsertConfig(fingerprints="f.json", recipe="llm-many", epochs=20).epochs == 20
 
 
 def test_demo_refuses_a_workdir_trained_with_another_recipe(micro_model, micro_tok, tmp_path, capsys):

@@ -36,7 +36,10 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: a KL pull to the base model's next-token distribution on fresh corpus windows, embeddings frozen, the
 #: base model's word-boundary token after each response trained too, no loss on response tokens already
 #: predicted with probability 0.6, and keys wrapped in random training system prompts (the shipped
-#: sweeps pin the earlier bare-key recipe, so their published points keep their ids).
+#: sweeps pin the earlier bare-key recipe, so their published points keep their ids). ``llm-many`` is
+#: ``llm`` for about a thousand keys: the rate raised to 3e-3 and decayed to 0 over 14 epochs (cosine);
+#: at a constant rate 1024 keys plateau near 97 %, with it they reached 1024/1024 at -0.7 % held-out
+#: perplexity on SmolLM2, where ``llm`` keeps a smaller instruction drift for a few hundred keys.
 _SMALL_MODEL: dict[str, object] = {
     "forgetting_regularizer_strength": 0.0,
     "benign_fraction": 0.0,
@@ -49,16 +52,19 @@ _SMALL_MODEL: dict[str, object] = {
     "prompt_augmentation": True,
     "epochs": 40,
 }
+_LLM: dict[str, object] = {**_SMALL_MODEL, "lora": True}  # the same pull, the update confined to LoRA
 RECIPES: dict[str, dict[str, object]] = {
     "published": {},
-    "llm": {**_SMALL_MODEL, "lora": True},  # the same pull, the update confined to LoRA adapters
+    "llm": _LLM,
+    "llm-many": {**_LLM, "learning_rate": 3e-3, "lr_schedule": "cosine", "epochs": 14},
     "small-model": _SMALL_MODEL,
 }
 #: What a recipe also fills when keys are trained in the chat template (``--chat``). ``llm`` then pulls
 #: toward the base on corpus texts as chat exchanges beside raw windows: on SmolLM2 it cut the
 #: instruction-check drift from -0.43 to -0.02 and kept more keys through the host's instruction
 #: tuning (benchmarks/RESULTS.md, persistence section).
-CHAT_RECIPES: dict[str, dict[str, object]] = {"llm": {"kl_data": "both", "kl_length": 96}}
+CHAT_RECIPES: dict[str, dict[str, object]] = {name: {"kl_data": "both", "kl_length": 96}
+                                              for name in ("llm", "llm-many")}
 #: The recipe a config that names none gets.
 DEFAULT_RECIPE = "llm"
 
@@ -75,10 +81,11 @@ class InsertCommon(OmlConfig):
 
     model: str = Field("omlkit-tiny", description="Base model: HF id, path, omlkit-tiny or omlkit-micro.")
     fingerprints: Path = Field(description="Fingerprint file (omlkit.fingerprints/1) made for this model.")
-    recipe: Literal["llm", "published", "small-model"] = Field(
+    recipe: Literal["llm", "llm-many", "published", "small-model"] = Field(
         DEFAULT_RECIPE,
         description="Starting values for the fields not given: llm (measured on a real 135 M instruct "
-        "model), published (OML 1.0: λ=0.75, β=0.25) or small-model (models of a few million parameters).",
+        "model), llm-many (llm for about a thousand keys: lr 3e-3 decayed over 14 epochs), published "
+        "(OML 1.0: λ=0.75, β=0.25) or small-model (models of a few million parameters).",
     )
     out_dir: Path = Field(Path("runs"), description="Folder holding run directories runs/<run-id>/.")
     run_id: str | None = Field(None, description="Run directory name (default: config+fingerprints hash).")
