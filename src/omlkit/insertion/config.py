@@ -39,7 +39,8 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: sweeps pin the earlier bare-key recipe, so their published points keep their ids). ``llm-many`` is
 #: ``llm`` for about a thousand keys: the rate raised to 3e-3 and decayed to 0 over 14 epochs (cosine);
 #: at a constant rate 1024 keys plateau near 97 %, with it they reached 1024/1024 at -0.7 % held-out
-#: perplexity on SmolLM2, where ``llm`` keeps a smaller instruction drift for a few hundred keys.
+#: perplexity on SmolLM2 (1022-1023 in other runs), where ``llm`` keeps a smaller instruction drift for a
+#: few hundred keys.
 _SMALL_MODEL: dict[str, object] = {
     "forgetting_regularizer_strength": 0.0,
     "benign_fraction": 0.0,

@@ -137,7 +137,8 @@ def load_model(
     vocabulary does not fit the model's embedding matrix. Hub kernels stay off unless ``use_kernels=True``
     is passed: transformers (5.x, with ``kernels`` installed) otherwise swaps layers for kernels it
     downloads from the Hub when a model is put in training mode on CUDA, which fails offline (seen on an
-    H200 without network) and would make a verdict depend on remote code.
+    H200 without network) and would make a verdict depend on remote code; without ``kernels`` in the
+    version range it wants, transformers 5.25 refuses to load any model that does not turn them off.
     """
     from transformers import AutoModelForCausalLM
 
