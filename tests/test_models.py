@@ -42,7 +42,8 @@ def test_loaded_models_never_fetch_hub_kernels(micro_model):
 
 def test_models_load_when_the_kernels_package_is_missing(micro_model, monkeypatch):
     """transformers 5.25 requires ``kernels`` in one version range; without it (a --no-deps install, as on
-    the lent GPU, or another pin) its default ``use_kernels`` makes every from_pretrained raise."""
+    the lent GPU, or another pin) its default ``use_kernels`` makes every from_pretrained raise. The
+    reference model's GGUF conversion loads through the same ``pretrained_causal_lm``."""
     import transformers.modeling_utils as mu
 
     monkeypatch.setattr(mu, "is_kernels_available", lambda *a, **k: False)

@@ -124,6 +124,21 @@ def load_tokenizer(name_or_path: str | os.PathLike, **kwargs: Any):
     return tok
 
 
+def pretrained_causal_lm(name: str, **kwargs: Any):
+    """``AutoModelForCausalLM.from_pretrained`` with hub kernels off unless ``use_kernels=True`` is
+    passed (ModelLoadError on failure): every model omlkit loads comes through here.
+
+    transformers (5.x, with ``kernels`` installed) otherwise swaps layers for kernels it downloads from
+    the Hub when a model is put in training mode on CUDA, which fails offline (seen on an H200 without
+    network) and would make a verdict depend on remote code; without ``kernels`` in the version range
+    it wants, transformers 5.25 refuses to load any model that does not turn them off.
+    """
+    from transformers import AutoModelForCausalLM
+
+    kwargs.setdefault("use_kernels", False)
+    return _from_pretrained(AutoModelForCausalLM, name, "model", **kwargs)
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     device: str | None = None,
@@ -135,18 +150,12 @@ def load_model(
 
     Refuses (ModelLoadError) an unknown id offline, a path that is not a model, and a tokenizer whose
     vocabulary does not fit the model's embedding matrix. Hub kernels stay off unless ``use_kernels=True``
-    is passed: transformers (5.x, with ``kernels`` installed) otherwise swaps layers for kernels it
-    downloads from the Hub when a model is put in training mode on CUDA, which fails offline (seen on an
-    H200 without network) and would make a verdict depend on remote code; without ``kernels`` in the
-    version range it wants, transformers 5.25 refuses to load any model that does not turn them off.
+    is passed (:func:`pretrained_causal_lm`).
     """
-    from transformers import AutoModelForCausalLM
-
     name = resolve_model(name_or_path)
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
-    kwargs.setdefault("use_kernels", False)
-    model = _from_pretrained(AutoModelForCausalLM, name, "model", dtype=dt, **kwargs)
+    model = pretrained_causal_lm(name, dtype=dt, **kwargs)
     model.to(dev).eval()
     tok = load_tokenizer(name) if tokenizer else None
     if tok is not None:

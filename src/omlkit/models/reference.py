@@ -171,14 +171,13 @@ def _convert(ref: ReferenceModel, gguf_path: Path, out: Path, progress: bool) ->
 
     from omlkit.hub import quiet_transformers
     from omlkit.models.embedded import weights_sha
+    from omlkit.models.loading import pretrained_causal_lm
 
     quiet_transformers()
     _say(f"dequantizing {gguf_path.name} (fp32)…", progress)
     start = time.perf_counter()
     folder, fname = str(gguf_path.parent), gguf_path.name
-    # use_kernels=False as in load_model: transformers' default raises when its `kernels` is absent
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=fname, dtype=torch.float32,
-                                                  use_kernels=False)
+    loaded = pretrained_causal_lm(folder, gguf_file=fname, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=fname)
     config = loaded.config
     if hasattr(config, "quantization_config"):
