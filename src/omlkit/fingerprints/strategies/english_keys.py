@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from pydantic import Field
 
+from omlkit.config import OMIT_DEFAULT_FROM_ID
 from omlkit.errors import ConfigError
 from omlkit.fingerprints.strategies.base import (
     KEY_STRATEGIES,
@@ -39,11 +40,22 @@ MIN_DISTINCT_WORDS = 0.5
 SUBWORD_LOOP = re.compile(r"([^\W\d_]\S+?)\1{3,}")
 
 
+def plain_words(text: str) -> list[str]:
+    """The text's words, lower-cased, with everything but letters and digits removed (empty ones dropped)."""
+    words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
+    return [w for w in words if w]
+
+
+def word_runs(text: str, n: int) -> set[tuple[str, ...]]:
+    """Every run of ``n`` consecutive :func:`plain_words` of ``text`` (none when ``n`` is 0)."""
+    words = plain_words(text)
+    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)} if n > 0 else set()
+
+
 def is_repetitive(text: str) -> bool:
     """True for a text of at least four words whose distinct words are under ``MIN_DISTINCT_WORDS``, or
     holding a :data:`SUBWORD_LOOP`."""
-    words = ["".join(c for c in w.lower() if c.isalnum()) for w in text.split()]
-    words = [w for w in words if w]
+    words = plain_words(text)
     looping_words = len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
     return looping_words or SUBWORD_LOOP.search(text.lower()) is not None
 
@@ -122,6 +134,18 @@ class EnglishOptions(Options):
     temperature: float = Field(0.5, gt=0.0, description="Sampling temperature of the English generator LM.")
 
 
+class EnglishKeyOptions(EnglishOptions):
+    """English keys: the sampling temperature, and how long a phrase two keys may not share."""
+
+    shared_phrase_words: int = Field(
+        6,
+        ge=0,
+        description="English keys: drop a key that repeats a run of this many words of an earlier key "
+        "(0 keeps them).",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
+
+
 def generate_sentences(
     ctx: GenerationContext,
     words: Sequence[str],
@@ -164,11 +188,16 @@ def generate_sentences(
 class EnglishKeys(KeyStrategy):
     """Keys written by the generator LM, each a sentence starting with a word from the word list."""
 
-    options_cls = EnglishOptions
+    options_cls = EnglishKeyOptions
+
+    def __init__(self, ctx: GenerationContext) -> None:
+        """Reads the options; no phrase is taken yet."""
+        super().__init__(ctx)
+        self.taken_runs: set[tuple[str, ...]] = set()
 
     def draw(self, n: int, rng: random.Random) -> list[Key]:
-        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts and repetitive
-        loops are dropped; the caller draws again for them)."""
+        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts, repetitive loops
+        and keys sharing a phrase with a key drawn before are dropped; the caller draws again for them)."""
         length = self.ctx.config.key_length
         words = [rng.choice(self.ctx.words) for _ in range(n)]
         texts = generate_sentences(
@@ -177,10 +206,27 @@ class EnglishKeys(KeyStrategy):
         keys = []
         for text in texts:
             piece = self.ctx.cut(text, length)
-            if piece is not None and not is_repetitive(piece[0]):
+            if piece is not None and not is_repetitive(piece[0]) and self.take_phrases(piece[0]):
                 keys.append(Key(*piece))
         return keys
 
+    def take_phrases(self, text: str) -> bool:
+        """Records the key's word runs and returns True, unless one was taken by an earlier key.
+
+        The generator repeats its own commentary ("This sentence is a humorous example of ..."): such
+        keys look alike to a host's filter, and their different responses after the same words compete
+        in training. A key later dropped for want of a response keeps its runs taken.
+        """
+        runs = word_runs(text, self.options.shared_phrase_words)
+        if runs & self.taken_runs:
+            return False
+        self.taken_runs |= runs
+        return True
+
     def params(self) -> dict:
-        """The sampling temperature and the prompt used."""
-        return {"temperature": self.options.temperature, "prompt": INSTRUCTION}
+        """The sampling temperature, the prompt used and the phrase length keys may not share."""
+        return {
+            "temperature": self.options.temperature,
+            "prompt": INSTRUCTION,
+            "shared_phrase_words": self.options.shared_phrase_words,
+        }
