@@ -139,23 +139,23 @@ def test_word_runs_are_the_runs_of_plain_words():
 
 
 def test_no_two_english_keys_share_a_phrase(micro, micro_model):
-    """Unfiltered, the micro model's 16 keys share 3-word runs; with --shared-phrase-words 3 none do, and
-    the file records the setting."""
+    """Unfiltered, the micro model's 16 keys share 2-word runs (30 pairs of them here: headroom for
+    another CPU's sampling); with --shared-phrase-words 2 none do, and the file records the setting."""
     import itertools
 
     from omlkit.fingerprints.strategies.english_keys import word_runs
 
     def shared(fp_set) -> int:
         keys = [fp.key for fp in fp_set.fingerprints]
-        return sum(bool(word_runs(a, 3) & word_runs(b, 3)) for a, b in itertools.combinations(keys, 2))
+        return sum(bool(word_runs(a, 2) & word_runs(b, 2)) for a, b in itertools.combinations(keys, 2))
 
     sets = {
         n: generate_fingerprints(_cfg(micro_model, n=16, shared_phrase_words=n), target=micro)
-        for n in (0, 3)
+        for n in (0, 2)
     }
     assert shared(sets[0]) > 0
-    assert shared(sets[3]) == 0 and len(sets[3].fingerprints) == 16
-    assert sets[3].strategy.params["shared_phrase_words"] == 3
+    assert shared(sets[2]) == 0 and len(sets[2].fingerprints) == 16
+    assert sets[2].strategy.params["shared_phrase_words"] == 2
 
 
 def test_chain_hash_answers_recompute_from_the_secret(micro, micro_model):
