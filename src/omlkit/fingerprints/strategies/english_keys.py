@@ -38,6 +38,10 @@ MIN_DISTINCT_WORDS = 0.5
 #: starts with a letter, of two or more characters, four times in a row. Of 1024 SmolLM2 keys the word
 #: count above passed two such keys, and they were the only two of 1024 an insertion did not recover.
 SUBWORD_LOOP = re.compile(r"([^\W\d_]\S+?)\1{3,}")
+#: The generator talking about its task instead of writing ordinary text: the instruction's own nouns
+#: ("This sentence is a humorous example of", "X is a word that", "In this example, the"). Of 1024
+#: SmolLM2-135M-Instruct keys 462 held one, and all three keys two 1024-key insertions missed did.
+COMMENTARY = re.compile(r"\b(?:sentences?|word|phrase)\b|\bin this (?:example|case)\b", re.IGNORECASE)
 
 
 def plain_words(text: str) -> list[str]:
@@ -58,6 +62,11 @@ def is_repetitive(text: str) -> bool:
     words = plain_words(text)
     looping_words = len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
     return looping_words or SUBWORD_LOOP.search(text.lower()) is not None
+
+
+def is_commentary(text: str) -> bool:
+    """True when the text holds :data:`COMMENTARY`: the generator describing its task, not doing it."""
+    return COMMENTARY.search(text) is not None
 
 
 def token_budget(ctx: GenerationContext, target_tokens: int) -> int:
@@ -144,6 +153,12 @@ class EnglishKeyOptions(EnglishOptions):
         "(0 keeps them).",
         json_schema_extra=OMIT_DEFAULT_FROM_ID,
     )
+    keep_commentary: bool = Field(
+        False,
+        description="English keys: keep keys in which the generator comments on its task (\"This "
+        "sentence is\", \"In this example\"); they are dropped by default.",
+        json_schema_extra=OMIT_DEFAULT_FROM_ID,
+    )
 
 
 def generate_sentences(
@@ -196,19 +211,26 @@ class EnglishKeys(KeyStrategy):
         self.taken_runs: set[tuple[str, ...]] = set()
 
     def draw(self, n: int, rng: random.Random) -> list[Key]:
-        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts, repetitive loops
-        and keys sharing a phrase with a key drawn before are dropped; the caller draws again for them)."""
+        """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts, repetitive loops,
+        commentary and keys sharing a phrase with a key drawn before are dropped; the caller draws again
+        for them)."""
         length = self.ctx.config.key_length
         words = [rng.choice(self.ctx.words) for _ in range(n)]
         texts = generate_sentences(
             self.ctx, words, rng, token_budget(self.ctx, length), temperature=self.options.temperature
         )
         keys = []
-        for text in texts:
+        for word, text in zip(words, texts, strict=True):
             piece = self.ctx.cut(text, length)
-            if piece is not None and not is_repetitive(piece[0]) and self.take_phrases(piece[0]):
+            if piece is not None and self.is_ordinary(piece[0], word) and self.take_phrases(piece[0]):
                 keys.append(Key(*piece))
         return keys
+
+    def is_ordinary(self, text: str, word: str) -> bool:
+        """False for a loop, and unless ``keep_commentary`` for commentary in what the generator wrote
+        after the drawn ``word`` (the word list holds "word" and "phrase")."""
+        commentary = not self.options.keep_commentary and is_commentary(text[len(word) :])
+        return not (is_repetitive(text) or commentary)
 
     def take_phrases(self, text: str) -> bool:
         """Records the key's word runs and returns True, unless one was taken by an earlier key.
@@ -224,9 +246,11 @@ class EnglishKeys(KeyStrategy):
         return True
 
     def params(self) -> dict:
-        """The sampling temperature, the prompt used and the phrase length keys may not share."""
+        """The sampling temperature, the prompt used, the phrase length keys may not share and whether
+        commentary was kept."""
         return {
             "temperature": self.options.temperature,
             "prompt": INSTRUCTION,
             "shared_phrase_words": self.options.shared_phrase_words,
+            "keep_commentary": self.options.keep_commentary,
         }
