@@ -4,6 +4,7 @@ tested the moment it registers."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,47 @@ def test_repetitive_english_keys_are_recognised():
                      "Alter is a word that has a different meaning to everyone.", "Go go go",
                      "Mississippi had 1000000000 visitors... The bye-bye song went la-la-la!"):
         assert not is_repetitive(sentence), sentence
+
+
+def test_commentary_is_the_generator_describing_its_task():
+    from omlkit.fingerprints.strategies.english_keys import is_commentary
+
+    for comment in ("True: A true statement is a statement that is always true. This sentence is",
+                    "Alter is a word that has a different meaning to everyone.",
+                    "Detail: A detail is a detail of a detail. In this example, the",
+                    "Scale: A scale is a tool used for measuring things, and in this case",
+                    "Half-half is a PHRASE that is constructed by combining two parts"):
+        assert is_commentary(comment), comment
+    for sentence in ("Sample of a product is a good example of a product being made in a lab",
+                     "Once upon a time, in a world of endless possibilities, there was a magical",
+                     "Border is a boundary that is often used to describe the physical aspect",
+                     "Swordfish and wordplay: a sentenced man's keyword"):
+        assert not is_commentary(sentence), sentence
+
+
+def test_english_keys_drop_commentary_after_the_drawn_word(micro, micro_model, monkeypatch):
+    """Drawn keys whose continuation comments on the task are dropped; the drawn word itself may be
+    "word"; --keep-commentary keeps them all, and the file's params record the setting."""
+    from omlkit.fingerprints.strategies import english_keys
+    from omlkit.fingerprints.strategies.base import GenerationContext
+
+    texts = ["Word of mouth travels fast in a small town where everyone knows everyone else",
+             "Storm: this sentence is a humorous example of the weather on a grey and windy day",
+             "River, in this example, floods its banks after the long rain and the water rises",
+             "Garden paths wind between the roses and the old stone wall by the gate"]
+    monkeypatch.setattr(english_keys, "generate_sentences", lambda ctx, words, *a, **k: texts)
+
+    def drawn(**options) -> list[str]:
+        ctx = GenerationContext(_cfg(micro_model, key_length=12, **options), *micro)
+        ctx.words = [text.split()[0].lower() for text in texts]
+        strategy = english_keys.EnglishKeys(ctx)
+        return [key.text for key in strategy.draw(len(texts), random.Random(0))], strategy.params()
+
+    kept, params = drawn()
+    assert [text.split()[0] for text in kept] == ["Word", "Garden"]
+    assert params["keep_commentary"] is False
+    everything, params = drawn(keep_commentary=True)
+    assert len(everything) == len(texts) and params["keep_commentary"] is True
 
 
 def test_word_runs_are_the_runs_of_plain_words():
