@@ -145,6 +145,16 @@ def test_commentary_is_the_generator_describing_its_task():
         assert not is_commentary(sentence), sentence
 
 
+def test_words_spelled_out_are_recognised():
+    from omlkit.fingerprints.strategies.english_keys import is_spelled_out
+
+    for spelled in ("Entire entire a.h.e.d.i.l.o", "Say h-e-l-l-o to the new neighbours"):
+        assert is_spelled_out(spelled), spelled
+    for sentence in ("The U.S.A. is big", "Letters A-B-C-D", "from 9 a.m. to 5 p.m., e.g. on Mondays",
+                     "Easily. 1.1.1. Floating", "a well-to-do, state-of-the-art house"):
+        assert not is_spelled_out(sentence), sentence
+
+
 def test_english_keys_drop_commentary_after_the_drawn_word(micro, micro_model, monkeypatch):
     """Drawn keys whose continuation comments on the task are dropped; the drawn word itself may be
     "word"; --keep-commentary keeps them all, and the file's params record the setting."""

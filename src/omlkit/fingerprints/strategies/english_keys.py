@@ -43,6 +43,9 @@ SUBWORD_LOOP = re.compile(r"([^\W\d_]\S+?)\1{3,}")
 #: SmolLM2-135M-Instruct keys 447 held one after the drawn word, and so did all three keys that two
 #: 1024-key insertions missed.
 COMMENTARY = re.compile(r"\b(?:sentences?|word|phrase)\b|\bin this (?:example|case)\b", re.IGNORECASE)
+#: A word spelled out letter by letter ("a.h.e.d.i.l.o", "h-e-l-l-o"): five or more single letters joined
+#: by dots or hyphens. The one key of 1024 commentary-free SmolLM2 keys a 1024-key insertion missed.
+SPELLED_OUT = re.compile(r"\b(?:[^\W\d_][.-]){4,}[^\W\d_]\b")
 
 
 def plain_words(text: str) -> list[str]:
@@ -68,6 +71,11 @@ def is_repetitive(text: str) -> bool:
 def is_commentary(text: str) -> bool:
     """True when the text holds :data:`COMMENTARY`: the generator describing its task, not doing it."""
     return COMMENTARY.search(text) is not None
+
+
+def is_spelled_out(text: str) -> bool:
+    """True when the text spells a word out letter by letter (:data:`SPELLED_OUT`)."""
+    return SPELLED_OUT.search(text) is not None
 
 
 def token_budget(ctx: GenerationContext, target_tokens: int) -> int:
@@ -213,8 +221,8 @@ class EnglishKeys(KeyStrategy):
 
     def draw(self, n: int, rng: random.Random) -> list[Key]:
         """Up to ``n`` English keys of exactly ``key_length`` target tokens (failed cuts, repetitive loops,
-        commentary and keys sharing a phrase with a key drawn before are dropped; the caller draws again
-        for them)."""
+        words spelled out, commentary and keys sharing a phrase with a key drawn before are dropped; the
+        caller draws again for them)."""
         length = self.ctx.config.key_length
         words = [rng.choice(self.ctx.words) for _ in range(n)]
         texts = generate_sentences(
@@ -228,10 +236,10 @@ class EnglishKeys(KeyStrategy):
         return keys
 
     def is_ordinary(self, text: str, word: str) -> bool:
-        """False for a loop, and unless ``keep_commentary`` for commentary in what the generator wrote
-        after the drawn ``word`` (the word list holds "word" and "phrase")."""
+        """False for a loop, a word spelled out, and unless ``keep_commentary`` for commentary in what the
+        generator wrote after the drawn ``word`` (the word list holds "word" and "phrase")."""
         commentary = not self.options.keep_commentary and is_commentary(text[len(word) :])
-        return not (is_repetitive(text) or commentary)
+        return not (is_repetitive(text) or is_spelled_out(text) or commentary)
 
     def take_phrases(self, text: str) -> bool:
         """Records the key's word runs and returns True, unless one was taken by an earlier key.
