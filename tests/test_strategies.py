@@ -167,9 +167,9 @@ def test_english_keys_drop_commentary_after_the_drawn_word(micro, micro_model, m
              "Garden paths wind between the roses and the old stone wall by the gate"]
     monkeypatch.setattr(english_keys, "generate_sentences", lambda ctx, words, *a, **k: texts)
 
-    def drawn(**options) -> list[str]:
+    def drawn(**options) -> tuple[list[str], dict]:
         ctx = GenerationContext(_cfg(micro_model, key_length=12, **options), *micro)
-        ctx.words = [text.split()[0].lower() for text in texts]
+        ctx.words = ["word"]  # every key's drawn word: the rule reads what follows its four letters
         strategy = english_keys.EnglishKeys(ctx)
         return [key.text for key in strategy.draw(len(texts), random.Random(0))], strategy.params()
 
