@@ -121,11 +121,14 @@ def test_repetitive_english_keys_are_recognised():
 
     for loop in ("Round round round round round round round round", "Able to, able to, able to, able to,",
                  "File is a file. File is a file. File is a file. File",
-                 "the plant-supply-supply-supply-supply-supply", "as ywaywaywaywaywaywaywayway"):
+                 "the plant-supply-supply-supply-supply-supply", "as ywaywaywaywaywaywaywayway",
+                 "Upper-upper, the upper-upper arms of the upper-upper arms.",
+                 "Upper-upper-upper-upper! (Upper-upper-upper-upper"):
         assert is_repetitive(loop), loop
     for sentence in ("Detail: A detail is a detail of a detail. In this example, the",
                      "Alter is a word that has a different meaning to everyone.", "Go go go",
-                     "Mississippi had 1000000000 visitors... The bye-bye song went la-la-la!"):
+                     "Mississippi had 1000000000 visitors... The bye-bye song went la-la-la!",
+                     "Follow the step-by-step guide to a state-of-the-art, well-to-do house"):
         assert not is_repetitive(sentence), sentence
 
 

@@ -33,6 +33,9 @@ INSTRUCTION = "Generate a sentence starting with the word {word}"
 #: A key whose distinct words are fewer than this share of its words is a degenerate loop ("Round round
 #: round ...", "Able to, able to, ..."): out of distribution, so easy for a host to filter, and hard to
 #: insert against the base model's own pull to repeat. SmolLM2-135M-Instruct wrote 80 in 1024 of them.
+#: Words joined by hyphens count one by one ("Upper-upper, the upper-upper arms of the upper-upper arms."
+#: is 11 words, 4 distinct): such a key was the one a 1024-key insertion missed on a set drawn under
+#: every other rule, and it is 3 to 7 keys of 1024.
 MIN_DISTINCT_WORDS = 0.5
 #: The same loop without spaces ("plant-supply-supply-supply-supply", "ywaywaywayway"): a piece that
 #: starts with a letter, of two or more characters, four times in a row. Of 1024 SmolLM2 keys the word
@@ -61,9 +64,9 @@ def word_runs(text: str, n: int) -> set[tuple[str, ...]]:
 
 
 def is_repetitive(text: str) -> bool:
-    """True for a text of at least four words whose distinct words are under ``MIN_DISTINCT_WORDS``, or
-    holding a :data:`SUBWORD_LOOP`."""
-    words = plain_words(text)
+    """True for a text of at least four words (hyphenated words split) whose distinct words are under
+    ``MIN_DISTINCT_WORDS``, or holding a :data:`SUBWORD_LOOP`."""
+    words = plain_words(text.replace("-", " "))
     looping_words = len(words) >= 4 and len(set(words)) < MIN_DISTINCT_WORDS * len(words)
     return looping_words or SUBWORD_LOOP.search(text.lower()) is not None
 
