@@ -40,6 +40,8 @@ MIN_DISTINCT_WORDS = 0.5
 #: The same loop without spaces ("plant-supply-supply-supply-supply", "ywaywaywayway"): a piece that
 #: starts with a letter, of two or more characters, four times in a row. Of 1024 SmolLM2 keys the word
 #: count above passed two such keys, and they were the only two of 1024 an insertion did not recover.
+#: Since the count splits words at hyphens it catches the first kind as well; this catches loops with
+#: no separator at all.
 SUBWORD_LOOP = re.compile(r"([^\W\d_]\S+?)\1{3,}")
 #: The generator talking about its task instead of writing ordinary text: the instruction's own nouns
 #: ("This sentence is a humorous example of", "X is a word that", "In this example, the"). Of 1024
