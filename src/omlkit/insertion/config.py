@@ -38,8 +38,8 @@ NOT_HASHED = frozenset({"fingerprints", "out_dir", "run_id", "force", "resume", 
 #: predicted with probability 0.6, and keys wrapped in random training system prompts (the shipped
 #: sweeps pin the earlier bare-key recipe, so their published points keep their ids). ``llm-many`` is
 #: ``llm`` for about a thousand keys: the rate raised to 3e-3 and decayed to 0 over 14 epochs (cosine);
-#: at a constant rate 1024 keys plateau near 97 %, with it SmolLM2 took 1024/1024 English keys in three
-#: CPU runs of six (the others 1023) at -0.4 to -2.0 % held-out perplexity (benchmarks/RESULTS.md), where
+#: at a constant rate 1024 keys plateau near 97 %, with it SmolLM2 took 1024/1024 English keys in five
+#: CPU runs of eight (the others 1023) at -0.3 to -2.0 % held-out perplexity (benchmarks/RESULTS.md), where
 #: ``llm`` keeps a smaller instruction drift for a few hundred keys.
 _SMALL_MODEL: dict[str, object] = {
     "forgetting_regularizer_strength": 0.0,
